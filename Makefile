@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup run test test-fast bench mlflow-ui repro
+
+setup:
+	@VENV=$(VENV) scripts/ensure_venv.sh
+
+run: setup  ## the whole workflow on the embedded SynthCity data set
+	$(BIN)/kedro run
+
+test: setup  ## every test, the slow end-to-end ones included
+	$(BIN)/python -m pytest
+
+test-fast: setup  ## unit tests only
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: setup  ## benchmarks -> data/08_reporting/benchmarks.json
+	$(BIN)/python -m hmsa.bench
+
+mlflow-ui: setup  ## browse runs and models at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+repro: setup  ## reproduce the DVC pipeline (dvc.yaml) with the project's venv on PATH
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro

@@ -1,0 +1,54 @@
+"""Typed settings of data ingestion: what ``parameters_data_ingestion.yml`` may say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hmsa.data.cityscapes import LABEL_KINDS
+from hmsa.data.synthetic import SynthCitySpec
+
+
+class DataConfig(BaseModel):
+    """Where the raw Cityscapes-layout tree comes from and how it is checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["synthetic", "cityscapes"] = "synthetic"
+    cityscapes_root: str | None = None
+    synthetic_root: str = "data/01_raw/synthcity"
+    synthetic: SynthCitySpec = Field(default_factory=SynthCitySpec)
+    splits: dict[str, list[str]] = Field(
+        default_factory=lambda: {"train": ["fine"], "val": ["fine"], "train_extra": ["coarse"]}
+    )
+    on_bad_file: Literal["fail", "skip"] = "fail"
+    workers: int = Field(0, ge=0, description="processes; 0 = every core this process may use")
+    centroid_grid: tuple[int, int] = (2, 4)
+    centroid_min_pixels: int = Field(4, ge=1)
+    hash_raw_data: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.source == "cityscapes" and not self.cityscapes_root:
+            raise ValueError(
+                "data.cityscapes_root must be set when data.source is 'cityscapes': "
+                "the folder that holds leftImg8bit/, gtFine/ and gtCoarse/"
+            )
+        if not self.splits:
+            raise ValueError("data.splits must name at least one split")
+        for split, kinds in self.splits.items():
+            bad = [k for k in kinds if k not in LABEL_KINDS]
+            if bad or not kinds:
+                raise ValueError(
+                    f"data.splits.{split}: label kinds must be a non-empty list of {list(LABEL_KINDS)}, got {kinds}"
+                )
+        if min(self.centroid_grid) < 1:
+            raise ValueError(f"data.centroid_grid must be two positive integers, got {self.centroid_grid}")
+        return self
+
+    @property
+    def root(self) -> Path:
+        """The data root of the configured source."""
+        return Path(self.cityscapes_root if self.source == "cityscapes" else self.synthetic_root)

@@ -1,0 +1,21 @@
+"""The project's pipelines, and the order ``kedro run`` chains them in."""
+
+from __future__ import annotations
+
+from kedro.framework.project import find_pipelines
+from kedro.pipeline import Pipeline
+
+#: the workflow's stages, in order; a stage joins ``__default__`` once it exists
+STAGES: tuple[str, ...] = ("data_ingestion", "teacher_training", "auto_labeling", "student_training", "evaluation")
+
+
+def default_chain(available: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The stages of ``STAGES`` that exist, in workflow order."""
+    return tuple(name for name in STAGES if name in available)
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register every pipeline under ``pipelines/`` and chain the stages as ``__default__``."""
+    pipelines = find_pipelines(raise_errors=True)
+    pipelines["__default__"] = sum((pipelines[name] for name in default_chain(list(pipelines))), Pipeline([]))
+    return pipelines

@@ -1,0 +1,108 @@
+"""Nodes of the data_ingestion pipeline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from hmsa import provenance
+from hmsa.config import parse_params
+from hmsa.data import cityscapes, ingest, report, synthetic
+from hmsa.data.config import DataConfig
+
+log = logging.getLogger(__name__)
+CONF_FILE = "conf/base/parameters_data_ingestion.yml"
+
+
+def _config(data: dict) -> DataConfig:
+    return parse_params(DataConfig, data, "data", CONF_FILE)
+
+
+def _workers(cfg: DataConfig) -> int:
+    return cfg.workers or ingest.default_workers()
+
+
+def prepare_raw_data(data: dict) -> dict[str, Any]:
+    """Generate SynthCity when it is the source (if absent or stale), or check the given root.
+
+    Returns where the raw tree is and what it is: source, root, and its DVC hash.
+    """
+    cfg = _config(data)
+    root = cfg.root
+    generated = False
+    if cfg.source == "synthetic":
+        generated = synthetic.ensure_generated(root, cfg.synthetic, _workers(cfg))
+    elif not root.is_dir():
+        raise ingest.DataValidationError(
+            f"data.cityscapes_root: {root} does not exist. Set it to the folder that holds "
+            "leftImg8bit/, gtFine/ and gtCoarse/ (e.g. --params data.cityscapes_root=/path/to/cityscapes)."
+        )
+    elif not (root / cityscapes.IMAGE_DIR).is_dir():
+        raise ingest.DataValidationError(
+            f"data.cityscapes_root: {root} has no {cityscapes.IMAGE_DIR}/ folder, so it is not a "
+            "Cityscapes-layout tree. Point it at the folder that holds leftImg8bit/ and gtFine/."
+        )
+    return {
+        "source": cfg.source,
+        "root": str(root),
+        "generated": generated,
+        "dvc_md5": provenance.dvc_hash(root) if cfg.hash_raw_data else None,
+    }
+
+
+def ingest_raw_data(
+    raw_data_info: dict[str, Any], data: dict
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Index and check every file; return manifest, class pixel counts, centroids, skipped files."""
+    cfg = _config(data)
+    root = Path(raw_data_info["root"])
+    index = cityscapes.index_tree(root, cfg.splits)
+    spec = ingest.CentroidSpec(*cfg.centroid_grid, min_pixels=cfg.centroid_min_pixels)
+    result = ingest.check_tree(root, index, spec, workers=_workers(cfg))
+    result, skipped = ingest.apply_bad_file_policy(result, index, root, cfg.on_bad_file, list(cfg.splits))
+    log.info("Ingested %d label files of %d images from %s (%d skipped)",
+             len(result.manifest), result.manifest["image_id"].nunique(), root, len(skipped))
+    return result.manifest, result.class_pixels, result.centroids, skipped
+
+
+def class_frequency(class_pixel_counts: pd.DataFrame) -> pd.DataFrame:
+    """Class frequency table of the data report."""
+    return report.class_frequency(class_pixel_counts)
+
+
+def plot_class_frequency(class_frequency: pd.DataFrame) -> Figure:
+    """Class frequency picture of the data report."""
+    return report.plot_class_frequency(class_frequency)
+
+
+def ingestion_metrics(
+    image_manifest: pd.DataFrame, skipped_files: pd.DataFrame, class_frequency: pd.DataFrame
+) -> tuple[dict, dict]:
+    """The same figures twice: a nested dict for DVC's metrics file, and MLflow metrics."""
+    images = image_manifest.groupby("split")["image_id"].nunique()
+    labelled = image_manifest.groupby(["split", "label_kind"])["labelled_fraction"].mean()
+    share = {
+        f"{split}_{kind}": dict(zip(group["class_name"], group["share"].round(6)))
+        for (split, kind), group in class_frequency.groupby(["split", "label_kind"])
+    }
+    metrics = {
+        "images": {split: int(n) for split, n in images.items()},
+        "skipped_files": int(len(skipped_files)),
+        "labelled_fraction": {f"{s}_{k}": round(float(v), 6) for (s, k), v in labelled.items()},
+        "class_share": share,
+    }
+    flat: dict[str, dict[str, float]] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}/{key}" if prefix else str(key), sub)
+        else:
+            flat[prefix.replace(" ", "_")] = {"value": float(value), "step": 0}
+
+    walk("", metrics)
+    return metrics, flat

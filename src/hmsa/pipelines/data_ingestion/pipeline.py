@@ -1,0 +1,26 @@
+"""The data_ingestion pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from . import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Raw tree -> checked manifests, class statistics and the data report."""
+    return Pipeline([
+        Node(nodes.prepare_raw_data, "params:data", "raw_data_info", name="prepare_raw_data"),
+        Node(
+            nodes.ingest_raw_data,
+            ["raw_data_info", "params:data"],
+            ["image_manifest", "class_pixel_counts", "class_centroids", "skipped_files"],
+            name="ingest_raw_data",
+        ),
+        Node(nodes.class_frequency, "class_pixel_counts", "class_frequency", name="class_frequency"),
+        Node(nodes.plot_class_frequency, "class_frequency", "class_frequency_plot", name="plot_class_frequency"),
+        Node(
+            nodes.ingestion_metrics,
+            ["image_manifest", "skipped_files", "class_frequency"],
+            ["data_ingestion_metrics", "data_ingestion_mlflow_metrics"],
+            name="ingestion_metrics",
+        ),
+    ])

@@ -1,0 +1,10 @@
+"""Kedro project settings. kedro-mlflow registers its own hook through its entry point."""
+
+from kedro.config import OmegaConfigLoader
+
+from hmsa.hooks import ProvenanceHook
+
+HOOKS = (ProvenanceHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local"}

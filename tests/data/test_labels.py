@@ -1,0 +1,38 @@
+import numpy as np
+
+from hmsa.data import labels
+
+# a few rows of the official table, written out independently of the module
+KNOWN = {0: 255, 1: 255, 6: 255, 7: 0, 8: 1, 11: 2, 17: 5, 20: 7, 21: 8, 23: 10, 24: 11, 26: 13, 28: 15, 33: 18, 9: 255}
+
+
+def test_nineteen_training_classes_in_order():
+    assert labels.NUM_CLASSES == 19
+    assert len(labels.TRAIN_CLASS_NAMES) == 19
+    assert labels.TRAIN_CLASS_NAMES[0] == "road" and labels.TRAIN_CLASS_NAMES[18] == "bicycle"
+    assert len(labels.TRAIN_CLASS_COLORS) == 19
+
+
+def test_label_ids_map_to_train_ids():
+    ids = np.array(list(KNOWN), dtype=np.uint8)
+    assert labels.label_ids_to_train_ids(ids).tolist() == list(KNOWN.values())
+
+
+def test_unknown_and_license_plate_ids_are_ignored():
+    assert labels.label_ids_to_train_ids(np.array([34, 100, 254, 255], dtype=np.uint8)).tolist() == [255] * 4
+
+
+def test_round_trip_train_ids_to_label_ids():
+    train_ids = np.arange(19, dtype=np.uint8)
+    back = labels.label_ids_to_train_ids(labels.train_ids_to_label_ids(train_ids))
+    assert back.tolist() == train_ids.tolist()
+    assert labels.train_ids_to_label_ids(np.array([255], dtype=np.uint8)).tolist() == [0]
+
+
+def test_unknown_label_ids_lists_only_ids_outside_the_table():
+    arr = np.array([[7, 8, 34], [40, 255, 0]], dtype=np.uint8)
+    assert labels.unknown_label_ids(arr) == [34, 40]
+
+
+def test_lookup_tables_are_read_only():
+    assert not labels.ID_TO_TRAIN_ID.flags.writeable

@@ -1,0 +1,54 @@
+"""dvc.yaml reproduces the Kedro stages, and the default remote round-trips the outputs."""
+
+import json
+import shutil
+
+import pytest
+
+from hmsa import provenance
+from tests.conftest import PROJECT_ROOT
+from tests.pipelines.data_ingestion.test_pipeline import copy_project, run, tiny_parameters
+
+
+@pytest.mark.slow
+def test_dvc_repro_then_nothing_to_do_then_push_and_pull(tmp_path):
+    project = copy_project(tmp_path / "repo")
+    (project / ".dvc").mkdir()
+    shutil.copy2(PROJECT_ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    tiny_parameters(project)
+    run(["git", "init", "-q"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "project"], project)
+
+    first = run(["dvc", "repro"], project)
+    assert "Running stage 'data_ingestion'" in first.stdout
+    lock = (project / "dvc.lock").read_text()
+    assert provenance.dvc_hash(project / "data/01_raw/synthcity") in lock
+
+    second = run(["dvc", "repro"], project)
+    assert "Running stage" not in second.stdout
+    assert "up to date" in second.stdout
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    assert "data/08_reporting/metrics/data_ingestion.json" in json.dumps(metrics)
+
+    # the metrics file is meant for git, the data for DVC
+    status = run(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout
+    assert "data/08_reporting/metrics/data_ingestion.json" in status
+    assert "synthcity" not in status
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "ingested"], project)
+
+    # push to the default remote (a folder next to the repo's .dvc/), pull into a fresh clone
+    run(["dvc", "push"], project)
+    assert any((project / "dvc-storage").rglob("*"))
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(project / "dvc-storage")], clone)
+    run(["dvc", "pull"], clone)
+    assert provenance.dvc_hash(clone / "data/01_raw/synthcity") == provenance.dvc_hash(project / "data/01_raw/synthcity")
+    assert (clone / "data/03_primary/image_manifest.parquet").read_bytes() == (
+        project / "data/03_primary/image_manifest.parquet"
+    ).read_bytes()
+    assert "up to date" in run(["dvc", "status"], clone).stdout
