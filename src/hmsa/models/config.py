@@ -1,0 +1,50 @@
+"""Typed model settings: what ``model:`` in a parameters file may say."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ModelConfig(BaseModel):
+    """Architecture of a segmentation model; code defaults are the paper's ablation setup."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: hmsa: hierarchical attention trained on (lo_scale, 1.0); single: no attention, trained
+    #: at 1.0; explicit: Chen et al.'s softmax attention over ``explicit_scales``
+    kind: Literal["hmsa", "single", "explicit"] = "hmsa"
+    trunk: Literal["mobilenetv3_large", "resnet50"] = "resnet50"
+    output_stride: Literal[8, 16] = 8
+    #: none | imagenet | path to a torchvision-style state_dict of the trunk's classifier
+    pretrained: str = "none"
+    num_classes: int = Field(19, ge=2)
+    aspp_channels: int = Field(256, ge=8)
+    aspp_rates: tuple[int, int, int] = (12, 24, 36)
+    #: ASPP's global image pooling; off lets scale matter for context on small images
+    aspp_pooling: bool = True
+    low_level_channels: int = Field(48, ge=4)
+    decoder_channels: int = Field(256, ge=8)
+    aux_channels: int = Field(256, ge=8)
+    attn_channels: int = Field(256, ge=8)
+    attn_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lo_scale: float = Field(0.5, gt=0.0, lt=1.0)
+    explicit_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.trunk == "mobilenetv3_large" and self.output_stride != 16:
+            raise ValueError("model.output_stride: mobilenetv3_large supports 16 only (torchvision's dilated variant)")
+        if 1.0 not in self.explicit_scales or min(self.explicit_scales) <= 0:
+            raise ValueError(f"model.explicit_scales must be positive and contain 1.0, got {self.explicit_scales}")
+        return self
+
+    @property
+    def train_scales(self) -> tuple[float, ...]:
+        """The scales one training step runs the network at."""
+        if self.kind == "hmsa":
+            return (self.lo_scale, 1.0)
+        if self.kind == "explicit":
+            return tuple(sorted(self.explicit_scales))
+        return (1.0,)

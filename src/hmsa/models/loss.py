@@ -1,0 +1,48 @@
+"""The training loss of section 3: main + auxiliary + per-scale supervision."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hmsa.data.labels import IGNORE_INDEX
+
+
+class SegmentationLoss(nn.Module):
+    """``CE(joint) + aux_weight*CE(aux) + scale_weight*sum_s CE(p_s)``, ignoring label 255.
+
+    The attention gets no direct supervision. ``class_weights`` (optional, one per class)
+    weigh the cross-entropy terms.
+    """
+
+    def __init__(self, aux_weight: float = 0.4, scale_weight: float = 0.05,
+                 class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX):
+        super().__init__()
+        self.aux_weight = aux_weight
+        self.scale_weight = scale_weight
+        self.ignore_index = ignore_index
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index)
+
+    def forward(self, outputs: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each part of the loss and their weighted sum (``total``)."""
+        parts = {"main": self._ce(outputs["joint"], target), "aux": self._ce(outputs["aux"], target)}
+        total = parts["main"] + self.aux_weight * parts["aux"]
+        if outputs["per_scale"]:
+            parts["scales"] = sum(self._ce(logits, target) for logits in outputs["per_scale"].values())
+            total = total + self.scale_weight * parts["scales"]
+        parts["total"] = total
+        return parts
+
+
+def class_balanced_weights(pixel_counts, power: float = 0.6) -> torch.Tensor:
+    """(median frequency / class frequency) ** power; classes never seen get weight 0."""
+    counts = torch.as_tensor(pixel_counts, dtype=torch.float64)
+    freq = counts / counts.sum().clamp_min(1)
+    seen = freq > 0
+    weights = torch.zeros_like(freq)
+    weights[seen] = (freq[seen].median() / freq[seen]) ** power
+    return weights.float()

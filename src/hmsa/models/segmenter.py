@@ -1,0 +1,143 @@
+"""The segmentation model: one shared network run at several scales, and its fusion.
+
+``Segmenter`` covers the paper's model and its baselines on the same trunk and heads:
+
+- ``hmsa``: trunk -> DeepLabV3+ seg_head + aux_head + attn_head; trained on (lo_scale, 1.0)
+  with the hierarchical blend; at inference any list of scales;
+- ``single``: no attention; trained at 1.0; at inference single scale, average or max;
+- ``explicit``: Chen et al.'s attention over a fixed set of scales it is trained on.
+
+Images go in as float tensors in [0, 1], shape (B, 3, H, W); normalisation is inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from hmsa.models import fusion
+from hmsa.models.config import ModelConfig
+from hmsa.models.fusion import ScaleOutput
+from hmsa.models.heads import AttentionHead, AuxHead, DeepLabV3PlusHead, ScaleAttentionHead, resize
+from hmsa.models.trunks import build_trunk
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    """The input size of one scale: round(H*s) x round(W*s), at least 1 pixel."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+class Segmenter(nn.Module):
+    """Trunk, heads and multi-scale logic of one model (see the module docstring)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = build_trunk(cfg.trunk, cfg.output_stride, cfg.pretrained)
+        self.seg_head = DeepLabV3PlusHead(
+            self.trunk.low_channels, self.trunk.high_channels, cfg.num_classes, cfg.aspp_channels,
+            cfg.aspp_rates, cfg.aspp_pooling, cfg.low_level_channels, cfg.decoder_channels,
+        )
+        self.aux_head = AuxHead(self.trunk.high_channels, cfg.num_classes, cfg.aux_channels)
+        self.attn_head = (
+            AttentionHead(self.seg_head.out_channels, cfg.attn_channels, cfg.attn_dropout) if cfg.kind == "hmsa" else None
+        )
+        self.scale_attn_head = (
+            ScaleAttentionHead(self.seg_head.out_channels, len(cfg.train_scales), cfg.attn_channels)
+            if cfg.kind == "explicit" else None
+        )
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    # ------------------------------------------------------------------ one scale
+    def run_scale(self, images: torch.Tensor, scale: float) -> dict[str, torch.Tensor | None]:
+        """The network on ``images`` resized by ``scale``: logits and attention at stride 4,
+        auxiliary logits at the output stride, and the decoder features."""
+        x = resize(images, scaled_size(images.shape[-2:], scale)) if scale != 1.0 else images
+        x = (x - self.mean) / self.std
+        feats = self.trunk(x)
+        decoded = self.seg_head.decode(feats)
+        return {
+            "logits": self.seg_head(decoded),
+            "aux": self.aux_head(feats["high"]),
+            "attn": self.attn_head(decoded) if self.attn_head is not None else None,
+            "features": decoded,
+        }
+
+    def _fused(self, outs: dict[float, dict], key: str, rule: str, weights=None) -> torch.Tensor:
+        items = [ScaleOutput(s, o[key], o["attn"]) for s, o in outs.items()]
+        return fusion.fuse(rule, items, weights)
+
+    def _scale_weights(self, outs: dict[float, dict]) -> torch.Tensor:
+        size = outs[1.0]["features"].shape[-2:]
+        return self.scale_attn_head([resize(o["features"], size) for o in outs.values()])
+
+    # ------------------------------------------------------------------ training
+    def forward(self, images: torch.Tensor) -> dict:
+        """A training step's outputs at the input size: joint and auxiliary logits, per-scale
+        logits (for per-scale supervision) and the attention of each scale."""
+        size = images.shape[-2:]
+        outs = {s: self.run_scale(images, s) for s in self.cfg.train_scales}
+        if self.cfg.kind == "single":
+            joint, aux = outs[1.0]["logits"], outs[1.0]["aux"]
+        elif self.cfg.kind == "hmsa":
+            joint, aux = self._fused(outs, "logits", "hierarchical"), self._fused(outs, "aux", "hierarchical")
+        else:
+            weights = self._scale_weights(outs)
+            joint, aux = self._fused(outs, "logits", "explicit", weights), self._fused(outs, "aux", "explicit", weights)
+        per_scale = {s: resize(o["logits"], size) for s, o in outs.items()} if len(outs) > 1 else {}
+        return {
+            "joint": resize(joint, size),
+            "aux": resize(aux, size),
+            "per_scale": per_scale,
+            "attention": {s: o["attn"] for s, o in outs.items() if o["attn"] is not None},
+        }
+
+    # ------------------------------------------------------------------ inference
+    def default_fusion(self) -> str:
+        """hierarchical for HMSA, explicit for explicit attention, average otherwise."""
+        return {"hmsa": "hierarchical", "explicit": "explicit", "single": "average"}[self.cfg.kind]
+
+    def _predict_once(self, images: torch.Tensor, scales: tuple[float, ...], rule: str):
+        outs = {s: self.run_scale(images, s) for s in scales}
+        weights = self._scale_weights(outs) if rule == "explicit" else None
+        return self._fused(outs, "logits", rule, weights), {s: o["attn"] for s, o in outs.items() if o["attn"] is not None}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
+                fusion_rule: str | None = None) -> dict:
+        """Multi-scale inference: logits at the input size and each scale's attention map.
+
+        ``scales`` must contain 1.0. ``flip`` also runs the mirrored image and averages
+        the fused logits. ``fusion_rule`` defaults to the model's own rule.
+        """
+        scales = fusion.check_scales(scales)
+        rule = fusion_rule or self.default_fusion()
+        if rule == "hierarchical" and self.attn_head is None:
+            raise ValueError(f"hierarchical fusion needs an HMSA model; this one is '{self.cfg.kind}'")
+        if rule == "explicit":
+            if self.scale_attn_head is None:
+                raise ValueError(f"explicit fusion needs an explicit-attention model; this one is '{self.cfg.kind}'")
+            if tuple(sorted(scales)) != self.cfg.train_scales:
+                raise ValueError(
+                    f"explicit attention works only on the scales it was trained on, {list(self.cfg.train_scales)}; "
+                    f"got {list(scales)}"
+                )
+            scales = self.cfg.train_scales
+        size = images.shape[-2:]
+        logits, attn = self._predict_once(images, scales, rule)
+        if flip:
+            flipped, attn_f = self._predict_once(images.flip(-1), scales, rule)
+            logits = (logits + flipped.flip(-1)) / 2
+            attn = {s: (a + attn_f[s].flip(-1)) / 2 for s, a in attn.items()}
+        return {"logits": resize(logits, size), "attention": {s: resize(a, size) for s, a in attn.items()}}
+
+
+def build_model(cfg: ModelConfig) -> Segmenter:
+    """The model described by ``cfg``."""
+    return Segmenter(cfg)

@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from hmsa.models.heads import resize
+from hmsa.models.loss import SegmentationLoss, class_balanced_weights
+
+
+def test_scale_one_gives_exactly_the_single_scale_result(tiny_model):
+    model = tiny_model("hmsa")
+    x = torch.rand(1, 3, 64, 96)
+    single = resize(model.run_scale(x, 1.0)["logits"], (64, 96))
+    assert torch.equal(model.predict(x, scales=[1.0])["logits"], single)
+
+
+def test_order_of_scales_does_not_matter(tiny_model):
+    model = tiny_model("hmsa")
+    x = torch.rand(1, 3, 64, 96)
+    a = model.predict(x, scales=[0.5, 1.0, 2.0])["logits"]
+    b = model.predict(x, scales=[2.0, 0.5, 1.0])["logits"]
+    assert torch.equal(a, b)
+
+
+def test_unseen_scales_work(tiny_model):
+    model = tiny_model("hmsa")
+    x = torch.rand(2, 3, 64, 96)
+    out = model.predict(x, scales=[0.25, 1.0, 1.5])
+    assert out["logits"].shape == (2, 19, 64, 96) and torch.isfinite(out["logits"]).all()
+    assert set(out["attention"]) == {0.25, 1.0, 1.5}
+    assert all(a.shape == (2, 1, 64, 96) and 0 <= a.min() and a.max() <= 1 for a in out["attention"].values())
+
+
+@pytest.mark.parametrize("size", [(61, 97), (33, 50), (17, 23)])
+def test_sizes_not_divisible_by_the_output_stride(tiny_model, size):
+    for kind in ("hmsa", "single", "explicit"):
+        model = tiny_model(kind).train()
+        out = model(torch.rand(2, 3, *size))
+        assert out["joint"].shape == (2, 19, *size) and out["aux"].shape == (2, 19, *size)
+        pred = model.eval().predict(torch.rand(1, 3, *size), scales=[0.5, 1.0, 2.0])
+        assert pred["logits"].shape == (1, 19, *size)
+
+
+def test_gradients_reach_the_attention_head(tiny_model):
+    model = tiny_model("hmsa").train()
+    out = model(torch.rand(2, 3, 64, 96))
+    loss = SegmentationLoss()(out, torch.randint(0, 19, (2, 64, 96)))
+    loss["total"].backward()
+    grads = [p.grad for p in model.attn_head.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(g.abs().sum().item() for g in grads) > 0
+
+
+def test_training_outputs_per_kind(tiny_model):
+    x = torch.rand(2, 3, 64, 96)
+    hmsa = tiny_model("hmsa").train()(x)
+    assert set(hmsa["per_scale"]) == {0.5, 1.0} and set(hmsa["attention"]) == {0.5, 1.0}
+    single = tiny_model("single").train()(x)
+    assert single["per_scale"] == {} and single["attention"] == {}
+    explicit = tiny_model("explicit").train()(x)
+    assert set(explicit["per_scale"]) == {0.5, 1.0, 2.0}
+
+
+def test_hmsa_joint_is_the_blend_of_its_two_scales(tiny_model):
+    model = tiny_model("hmsa").train()
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 64, 96)
+    model.eval()  # BN in eval so that separate passes agree with the joint pass
+    out = model(x)
+    lo, hi = model.run_scale(x, 0.5), model.run_scale(x, 1.0)
+    a = resize(lo["attn"], hi["logits"].shape[-2:])
+    expected = resize(a * resize(lo["logits"], hi["logits"].shape[-2:]), (64, 96))
+    blend = resize(resize(lo["attn"] * lo["logits"], hi["logits"].shape[-2:]) + (1 - a) * hi["logits"], (64, 96))
+    assert torch.allclose(out["joint"], blend, atol=1e-5)
+    assert not torch.allclose(out["joint"], expected)  # the 1.0 pass contributes
+
+
+def test_flip_averages_the_mirrored_prediction(tiny_model):
+    model = tiny_model("hmsa")
+    x = torch.rand(1, 3, 64, 96)
+    plain = model.predict(x, scales=[0.5, 1.0])["logits"]
+    mirrored = model.predict(x.flip(-1), scales=[0.5, 1.0])["logits"].flip(-1)
+    assert torch.allclose(model.predict(x, scales=[0.5, 1.0], flip=True)["logits"], (plain + mirrored) / 2, atol=1e-6)
+
+
+def test_fusion_rules_per_model_kind(tiny_model):
+    x = torch.rand(1, 3, 32, 48)
+    with pytest.raises(ValueError, match="needs an HMSA model"):
+        tiny_model("single").predict(x, scales=[0.5, 1.0], fusion_rule="hierarchical")
+    with pytest.raises(ValueError, match="only on the scales it was trained on"):
+        tiny_model("explicit").predict(x, scales=[1.0, 2.0])
+    with pytest.raises(ValueError, match="1.0 must be in the list"):
+        tiny_model("hmsa").predict(x, scales=[0.5, 2.0])
+    for rule in ("average", "max"):
+        assert tiny_model("hmsa").predict(x, scales=[0.5, 1.0], fusion_rule=rule)["logits"].shape == (1, 19, 32, 48)
+
+
+def test_loss_parts_and_weights():
+    target = torch.randint(0, 3, (1, 4, 4))
+    target[0, 0, 0] = 255
+    logits = torch.randn(1, 3, 4, 4)
+    out = {"joint": logits, "aux": logits * 2, "per_scale": {0.5: logits * 3, 1.0: logits}}
+    parts = SegmentationLoss(aux_weight=0.4, scale_weight=0.05)(out, target)
+    ce = torch.nn.functional.cross_entropy
+    expected = ce(logits, target, ignore_index=255) + 0.4 * ce(logits * 2, target, ignore_index=255) + 0.05 * (
+        ce(logits * 3, target, ignore_index=255) + ce(logits, target, ignore_index=255))
+    assert torch.allclose(parts["total"], expected)
+
+
+def test_class_balanced_weights():
+    w = class_balanced_weights([100, 10, 1, 0], power=1.0)
+    assert w[1] == pytest.approx(1.0) and w[0] == pytest.approx(0.1) and w[2] == pytest.approx(10.0) and w[3] == 0
