@@ -14,10 +14,12 @@ setup:
 run: setup  ## the whole workflow on the embedded SynthCity data set
 	$(BIN)/kedro run
 
-test: setup  ## every test, the slow end-to-end ones included
+test: setup  ## lint, then every test (the slow end-to-end ones included)
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 
-test-fast: setup  ## unit tests only
+test-fast: setup  ## lint and unit tests only
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup  ## benchmarks -> data/08_reporting/benchmarks.json

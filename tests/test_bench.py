@@ -2,6 +2,8 @@ import json
 
 from hmsa.bench.__main__ import main
 
+from .conftest import PROJECT_ROOT
+
 
 def test_bench_writes_figures_and_keeps_others(tmp_path, capsys):
     out = tmp_path / "benchmarks.json"
@@ -12,3 +14,14 @@ def test_bench_writes_figures_and_keeps_others(tmp_path, capsys):
     for key in ("synthcity_images_per_s", "ingest_images_per_s", "ingest_parallel_speedup"):
         assert figures[key]["value"] > 0
     assert "ingest_images_per_s" in capsys.readouterr().out
+
+
+def test_training_bench_measures_memory_ratios(tmp_path, monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)  # the bench reads conf/base from the project root
+    out = tmp_path / "benchmarks.json"
+    main(["--suite", "training", "--quick", "--out", str(out)])
+    figures = json.loads(out.read_text())
+    # explicit attention on three scales saves more for backward than HMSA on two, HMSA more than single
+    assert figures["train_memory_ratio_explicit_over_hmsa"]["value"] > 1.5
+    assert 1.0 < figures["train_memory_ratio_hmsa_over_single"]["value"] < 2.0
+    assert figures["train_images_per_s"]["value"] > 0

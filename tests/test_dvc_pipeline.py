@@ -7,7 +7,7 @@ import pytest
 
 from hmsa import provenance
 from tests.conftest import PROJECT_ROOT
-from tests.pipelines.data_ingestion.test_pipeline import copy_project, run, tiny_parameters
+from tests.helpers import copy_project, run, tiny_parameters, tiny_training
 
 
 @pytest.mark.slow
@@ -16,12 +16,14 @@ def test_dvc_repro_then_nothing_to_do_then_push_and_pull(tmp_path):
     (project / ".dvc").mkdir()
     shutil.copy2(PROJECT_ROOT / ".dvc" / "config", project / ".dvc" / "config")
     tiny_parameters(project)
+    tiny_training(project)
     run(["git", "init", "-q"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "project"], project)
 
     first = run(["dvc", "repro"], project)
-    assert "Running stage 'data_ingestion'" in first.stdout
+    for stage in ("data_ingestion", "teacher_training", "student_training"):
+        assert f"Running stage '{stage}'" in first.stdout
     lock = (project / "dvc.lock").read_text()
     assert provenance.dvc_hash(project / "data/01_raw/synthcity") in lock
 
@@ -30,13 +32,14 @@ def test_dvc_repro_then_nothing_to_do_then_push_and_pull(tmp_path):
     assert "up to date" in second.stdout
     assert "up to date" in run(["dvc", "status"], project).stdout
 
-    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
-    assert "data/08_reporting/metrics/data_ingestion.json" in json.dumps(metrics)
+    metrics = json.dumps(json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout))
+    for name in ("data_ingestion", "teacher_training", "student_training"):
+        assert f"data/08_reporting/metrics/{name}.json" in metrics
 
     # the metrics file is meant for git, the data for DVC
     status = run(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout
     assert "data/08_reporting/metrics/data_ingestion.json" in status
-    assert "synthcity" not in status
+    assert "synthcity" not in status and "teacher.pt" not in status and "mlflow.db" not in status
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "ingested"], project)
 
@@ -48,7 +51,6 @@ def test_dvc_repro_then_nothing_to_do_then_push_and_pull(tmp_path):
     run(["dvc", "remote", "modify", "--local", "local", "url", str(project / "dvc-storage")], clone)
     run(["dvc", "pull"], clone)
     assert provenance.dvc_hash(clone / "data/01_raw/synthcity") == provenance.dvc_hash(project / "data/01_raw/synthcity")
-    assert (clone / "data/03_primary/image_manifest.parquet").read_bytes() == (
-        project / "data/03_primary/image_manifest.parquet"
-    ).read_bytes()
+    for out in ("data/03_primary/image_manifest.parquet", "data/06_models/student.pt"):
+        assert (clone / out).read_bytes() == (project / out).read_bytes()
     assert "up to date" in run(["dvc", "status"], clone).stdout

@@ -1,7 +1,7 @@
 from kedro.framework.project import pipelines
 from kedro.framework.startup import bootstrap_project
 
-from hmsa.pipeline_registry import STAGES, default_chain
+from hmsa.pipeline_registry import STAGES, default_chain, run_name
 
 from .conftest import PROJECT_ROOT
 
@@ -18,3 +18,9 @@ def test_project_registers_its_pipelines():
     assert {n.name for n in pipelines["data_ingestion"].nodes} <= default
     # every registered pipeline is a stage of the workflow: no placeholders
     assert set(pipelines) - {"__default__"} <= set(STAGES)
+
+
+def test_run_names_follow_the_workflow_order():
+    available = ["data_ingestion", "teacher_training", "student_training"]
+    assert run_name(["student_training", "data_ingestion"], available) == "data_ingestion+student_training"
+    assert run_name(["__default__"], available) == "data_ingestion+teacher_training+student_training"

@@ -1,7 +1,7 @@
 import subprocess
 
 from hmsa import provenance
-from tests.pipelines.data_ingestion.test_pipeline import run
+from tests.helpers import run
 
 
 def test_dvc_hash_equals_what_dvc_add_records(tmp_path):

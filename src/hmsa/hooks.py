@@ -1,14 +1,18 @@
-"""Kedro hooks: tag every MLflow run with what it was made from."""
+"""Kedro hooks: tag every MLflow run with what it was made from; one writer under torchrun."""
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import mlflow
 from kedro.framework.hooks import hook_impl
+from kedro.framework.project import pipelines
+from kedro.io import MemoryDataset
 
 from hmsa import provenance
+from hmsa.pipeline_registry import run_name
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +26,8 @@ TAG_RAW_DATA_ROOT = "hmsa.raw_data.root"
 class ProvenanceHook:
     """Tags the run kedro-mlflow opened with the git commit and the raw data's DVC hash.
 
-    Also names the run after the pipelines it ran: ``kedro run`` with no ``--pipelines``
-    would otherwise be called ``__default__``.
+    Also names the run after the pipelines it ran, in workflow order: kedro-mlflow would
+    use ``__default__`` for a plain ``kedro run`` and Kedro's own order otherwise.
     """
 
     @hook_impl
@@ -35,12 +39,7 @@ class ProvenanceHook:
         if commit:
             mlflow.set_tags({TAG_GIT_COMMIT: commit, "mlflow.source.git.commit": commit.removesuffix("-dirty")})
         names = run_params.get("pipeline_names") or ["__default__"]
-        if names == ["__default__"]:
-            from kedro.framework.project import pipelines
-
-            from hmsa.pipeline_registry import default_chain
-
-            mlflow.set_tag("mlflow.runName", "+".join(default_chain(list(pipelines))))
+        mlflow.set_tag("mlflow.runName", run_name(names, list(pipelines)))
 
     @hook_impl
     def after_node_run(self, outputs: dict[str, Any]) -> None:
@@ -52,3 +51,31 @@ class ProvenanceHook:
         if info.get("dvc_md5"):
             tags[TAG_RAW_DATA_HASH] = info["dvc_md5"]
         mlflow.set_tags(tags)
+
+
+def launcher_rank() -> int:
+    """This process's rank under torchrun (or any launcher setting RANK); 0 otherwise."""
+    return int(os.environ.get("RANK", "0"))
+
+
+class SingleWriterHook:
+    """Under torchrun every rank runs the Kedro pipeline; only rank 0 may write or log.
+
+    On the other ranks MLflow tracking is switched off (before kedro-mlflow opens a run)
+    and the pipeline's outputs become in-memory datasets, so that files are written once.
+    """
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        """Switch kedro-mlflow off for every pipeline on ranks other than 0."""
+        if launcher_rank() != 0 and hasattr(context, "mlflow"):
+            context.mlflow.tracking.disable_tracking.pipelines = sorted(pipelines)
+            log.info("rank %d: MLflow tracking off, rank 0 logs", launcher_rank())
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        """Keep the outputs of ranks other than 0 in memory."""
+        if launcher_rank() == 0:
+            return
+        for name in pipeline.all_outputs():
+            catalog[name] = MemoryDataset()

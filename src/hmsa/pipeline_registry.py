@@ -14,6 +14,16 @@ def default_chain(available: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name for name in STAGES if name in available)
 
 
+def run_name(pipeline_names: list[str] | tuple[str, ...], available: list[str] | tuple[str, ...]) -> str:
+    """A run's name: the pipelines it ran, in workflow order (``__default__`` spelled out)."""
+    names: list[str] = []
+    for name in pipeline_names:
+        expanded = default_chain(available) if name == "__default__" else (name,)
+        names.extend(n for n in expanded if n not in names)
+    order = {name: i for i, name in enumerate(STAGES)}
+    return "+".join(sorted(names, key=lambda n: (order.get(n, len(order)), n)))
+
+
 def register_pipelines() -> dict[str, Pipeline]:
     """Register every pipeline under ``pipelines/`` and chain the stages as ``__default__``."""
     pipelines = find_pipelines(raise_errors=True)

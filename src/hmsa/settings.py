@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from hmsa.hooks import ProvenanceHook
+from hmsa.hooks import ProvenanceHook, SingleWriterHook
 
-HOOKS = (ProvenanceHook(),)
+HOOKS = (ProvenanceHook(), SingleWriterHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local"}

@@ -1,5 +1,4 @@
 import hashlib
-import os
 import re
 from collections import deque
 from pathlib import Path

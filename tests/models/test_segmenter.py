@@ -34,7 +34,9 @@ def test_sizes_not_divisible_by_the_output_stride(tiny_model, size):
     for kind in ("hmsa", "single", "explicit"):
         model = tiny_model(kind).train()
         out = model(torch.rand(2, 3, *size))
-        assert out["joint"].shape == (2, 19, *size) and out["aux"].shape == (2, 19, *size)
+        loss = SegmentationLoss()(out, torch.randint(0, 19, (2, *size)))["total"]
+        assert torch.isfinite(loss)
+        loss.backward()
         pred = model.eval().predict(torch.rand(1, 3, *size), scales=[0.5, 1.0, 2.0])
         assert pred["logits"].shape == (1, 19, *size)
 
@@ -66,11 +68,12 @@ def test_hmsa_joint_is_the_blend_of_its_two_scales(tiny_model):
     model.eval()  # BN in eval so that separate passes agree with the joint pass
     out = model(x)
     lo, hi = model.run_scale(x, 0.5), model.run_scale(x, 1.0)
-    a = resize(lo["attn"], hi["logits"].shape[-2:])
-    expected = resize(a * resize(lo["logits"], hi["logits"].shape[-2:]), (64, 96))
-    blend = resize(resize(lo["attn"] * lo["logits"], hi["logits"].shape[-2:]) + (1 - a) * hi["logits"], (64, 96))
+    size = hi["logits"].shape[-2:]
+    a = resize(lo["attn"], size)
+    blend = resize(lo["attn"] * lo["logits"], size) + (1 - a) * hi["logits"]
+    assert out["joint"].shape[-2:] == size  # fused at stride 4; the loss upsamples
     assert torch.allclose(out["joint"], blend, atol=1e-5)
-    assert not torch.allclose(out["joint"], expected)  # the 1.0 pass contributes
+    assert not torch.allclose(out["joint"], resize(lo["attn"] * lo["logits"], size))  # the 1.0 pass contributes
 
 
 def test_flip_averages_the_mirrored_prediction(tiny_model):
@@ -108,3 +111,22 @@ def test_loss_parts_and_weights():
 def test_class_balanced_weights():
     w = class_balanced_weights([100, 10, 1, 0], power=1.0)
     assert w[1] == pytest.approx(1.0) and w[0] == pytest.approx(0.1) and w[2] == pytest.approx(10.0) and w[3] == 0
+
+
+def test_checkpointed_loss_equals_plain_upsampled_cross_entropy():
+    torch.manual_seed(0)
+    target = torch.randint(0, 5, (2, 32, 48))
+    target[:, :4] = 255
+    weights = torch.rand(5)
+    low = torch.randn(2, 5, 8, 12, requires_grad=True)
+    out = {"joint": low, "aux": low[:, :, ::2, ::2] * 0.5, "per_scale": {}}
+    loss = SegmentationLoss(class_weights=weights)(out, target)["total"]
+    loss.backward()
+    grad = low.grad.clone()
+
+    ref_low = low.detach().clone().requires_grad_(True)
+    ce = torch.nn.functional.cross_entropy
+    ref = ce(resize(ref_low, (32, 48)), target, weight=weights, ignore_index=255) + 0.4 * ce(
+        resize(ref_low[:, :, ::2, ::2] * 0.5, (32, 48)), target, weight=weights, ignore_index=255)
+    ref.backward()
+    assert torch.allclose(loss, ref) and torch.allclose(grad, ref_low.grad, atol=1e-6)

@@ -7,7 +7,7 @@ from torchvision import models
 from hmsa.models.trunks import PretrainedWeightsError, build_trunk
 
 
-@pytest.mark.parametrize("name, stride, channels", [("mobilenetv3_large", 16, (24, 960)), ("resnet50", 8, (256, 2048)),
+@pytest.mark.parametrize("name, stride, channels", [("mobilenetv3_large", 16, (24, 960)), ("resnet18", 16, (64, 256)), ("resnet50", 8, (256, 2048)),
                                                     ("resnet50", 16, (256, 2048))])
 def test_trunk_strides_and_channels(name, stride, channels):
     trunk = build_trunk(name, stride).eval()

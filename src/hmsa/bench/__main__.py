@@ -8,10 +8,10 @@ import os
 import platform
 from pathlib import Path
 
-from hmsa.bench import data
+from hmsa.bench import data, training
 from hmsa.data.ingest import default_workers
 
-SUITES = {"data": data.run}
+SUITES = {"data": data.run, "training": training.run}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from hmsa.data.labels import IGNORE_INDEX
+from hmsa.models.heads import resize
 
 
 class SegmentationLoss(nn.Module):
     """``CE(joint) + aux_weight*CE(aux) + scale_weight*sum_s CE(p_s)``, ignoring label 255.
 
     The attention gets no direct supervision. ``class_weights`` (optional, one per class)
-    weigh the cross-entropy terms.
+    weigh the cross-entropy terms. Logits come at their own resolution; each term upsamples
+    them to the label size (bilinear) inside an activation checkpoint, so that no
+    full-resolution tensor is kept for backward: the same loss, at the memory of its
+    low-resolution inputs, for every model kind alike.
     """
 
     def __init__(self, aux_weight: float = 0.4, scale_weight: float = 0.05,
@@ -24,8 +29,14 @@ class SegmentationLoss(nn.Module):
         self.ignore_index = ignore_index
         self.register_buffer("class_weights", class_weights, persistent=False)
 
+    def _term(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = resize(logits.float(), target.shape[-2:])
+        return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
+
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index)
+        if logits.requires_grad and logits.shape[-2:] != target.shape[-2:]:
+            return checkpoint(self._term, logits, target, use_reentrant=False)
+        return self._term(logits, target)
 
     def forward(self, outputs: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each part of the loss and their weighted sum (``total``)."""

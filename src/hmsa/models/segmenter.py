@@ -79,9 +79,9 @@ class Segmenter(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, images: torch.Tensor) -> dict:
-        """A training step's outputs at the input size: joint and auxiliary logits, per-scale
-        logits (for per-scale supervision) and the attention of each scale."""
-        size = images.shape[-2:]
+        """A training step's outputs, each at its own resolution (the loss upsamples):
+        joint logits and attention at stride 4 of the 1.0 scale, auxiliary logits at the
+        output stride, and the per-scale logits (for per-scale supervision)."""
         outs = {s: self.run_scale(images, s) for s in self.cfg.train_scales}
         if self.cfg.kind == "single":
             joint, aux = outs[1.0]["logits"], outs[1.0]["aux"]
@@ -90,11 +90,10 @@ class Segmenter(nn.Module):
         else:
             weights = self._scale_weights(outs)
             joint, aux = self._fused(outs, "logits", "explicit", weights), self._fused(outs, "aux", "explicit", weights)
-        per_scale = {s: resize(o["logits"], size) for s, o in outs.items()} if len(outs) > 1 else {}
         return {
-            "joint": resize(joint, size),
-            "aux": resize(aux, size),
-            "per_scale": per_scale,
+            "joint": joint,
+            "aux": aux,
+            "per_scale": {s: o["logits"] for s, o in outs.items()} if len(outs) > 1 else {},
             "attention": {s: o["attn"] for s, o in outs.items() if o["attn"] is not None},
         }
 

@@ -35,7 +35,12 @@ class Trunk(nn.Module):
         return {"low": low, "high": self.body(low)}
 
 
-_WEIGHTS = {"mobilenetv3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V1", "resnet50": "ResNet50_Weights.IMAGENET1K_V2"}
+_WEIGHTS = {
+    "mobilenetv3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+    "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
+    "resnet50": "ResNet50_Weights.IMAGENET1K_V2",
+}
+TRUNKS = tuple(_WEIGHTS)
 
 
 def _load_pretrained(classifier: nn.Module, trunk: str, pretrained: str) -> None:
@@ -74,7 +79,7 @@ def _load_pretrained(classifier: nn.Module, trunk: str, pretrained: str) -> None
             f"model.pretrained: the weights do not fit trunk {trunk}: {first[0]}; "
             f"is this a state_dict of torchvision's {trunk}?"
         ) from None
-    trunk_missing = [k for k in result.missing_keys if not k.startswith(("classifier", "fc"))]
+    trunk_missing = [k for k in result.missing_keys if not k.startswith(("classifier", "fc", "layer4"))]
     if trunk_missing:
         raise PretrainedWeightsError(
             f"model.pretrained: the weights do not fit trunk {trunk}: {len(trunk_missing)} missing tensors "
@@ -83,17 +88,30 @@ def _load_pretrained(classifier: nn.Module, trunk: str, pretrained: str) -> None
 
 
 def build_trunk(name: str, output_stride: int = 16, pretrained: str = "none") -> Trunk:
-    """A trunk by name: ``mobilenetv3_large`` (stride 16) or ``resnet50`` (stride 8 or 16)."""
+    """A trunk by name.
+
+    - ``resnet18``: ResNet-18 cut after layer3 (stride 16, 256 channels): the CPU default,
+      fastest to train from scratch here;
+    - ``mobilenetv3_large``: torchvision's dilated MobileNetV3-Large (stride 16);
+    - ``resnet50``: dilated ResNet-50 (stride 8 or 16), the paper's ablation trunk.
+    """
     if name == "mobilenetv3_large":
         if output_stride != 16:
             raise ValueError("mobilenetv3_large: output_stride must be 16")
         net = models.mobilenet_v3_large(weights=None, dilated=True)
         _load_pretrained(net, name, pretrained)
         return Trunk(net.features[:4], net.features[4:], 24, 960, 16)
+    if name == "resnet18":
+        if output_stride != 16:
+            raise ValueError("resnet18: output_stride must be 16")
+        net = models.resnet18(weights=None)
+        _load_pretrained(net, name, pretrained)
+        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+        return Trunk(stem, nn.Sequential(net.layer2, net.layer3), 64, 256, 16)
     if name == "resnet50":
         dilate = [False, output_stride == 8, True]
         net = models.resnet50(weights=None, replace_stride_with_dilation=dilate)
         _load_pretrained(net, name, pretrained)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         return Trunk(stem, nn.Sequential(net.layer2, net.layer3, net.layer4), 256, 2048, output_stride)
-    raise ValueError(f"unknown trunk {name!r}; choose mobilenetv3_large or resnet50")
+    raise ValueError(f"unknown trunk {name!r}; choose one of {TRUNKS}")

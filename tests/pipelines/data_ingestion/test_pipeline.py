@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from kedro.io import AbstractDataset, DataCatalog
 from kedro.runner import SequentialRunner
 
@@ -21,7 +16,8 @@ from hmsa.config import ParameterError
 from hmsa.data.ingest import DataValidationError
 from hmsa.pipelines.data_ingestion import create_pipeline, nodes
 
-from ...conftest import PROJECT_ROOT, TINY_SPEC
+from ...conftest import TINY_SPEC
+from ...helpers import copy_project, run, tiny_parameters
 
 OUTPUTS = ["raw_data_info", "image_manifest", "class_pixel_counts", "class_centroids", "skipped_files",
            "class_frequency", "class_frequency_plot", "data_ingestion_metrics", "data_ingestion_mlflow_metrics"]
@@ -107,37 +103,6 @@ def test_parameter_typo_stops_the_node(tmp_path):
 # ------------------------------------------------------------------ kedro run, for real
 
 
-def copy_project(dest: Path) -> Path:
-    """The project's configuration and pipeline files, without data, runs or venv."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("pyproject.toml", "dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy2(PROJECT_ROOT / name, dest / name)
-    shutil.copytree(PROJECT_ROOT / "conf", dest / "conf", ignore=shutil.ignore_patterns("local"))
-    shutil.copytree(PROJECT_ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (dest / "conf" / "local").mkdir()
-    for layer in ("01_raw", "03_primary", "08_reporting/metrics"):
-        (dest / "data" / layer).mkdir(parents=True)
-    return dest
-
-
-def tiny_parameters(dest: Path) -> None:
-    """Shrink SynthCity in the copy's conf/base, where both kedro and dvc read it."""
-    path = dest / "conf" / "base" / "parameters_data_ingestion.yml"
-    params = yaml.safe_load(path.read_text())
-    params["data"]["synthetic"] = json.loads(TINY_SPEC.model_dump_json())
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "KEDRO_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "hmsa test", "GIT_AUTHOR_EMAIL": "test@hmsa.invalid",
-           "GIT_COMMITTER_NAME": "hmsa test", "GIT_COMMITTER_EMAIL": "test@hmsa.invalid"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
 @pytest.mark.slow
 def test_kedro_run_logs_one_mlflow_run(tmp_path):
     project = copy_project(tmp_path)
@@ -148,7 +113,7 @@ def test_kedro_run_logs_one_mlflow_run(tmp_path):
     commit = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
 
     run(["kedro", "run", "--pipelines", "data_ingestion"], project)
-    run(["kedro", "run"], project)  # the default chain: ingestion only, SynthCity reused
+    run(["kedro", "run", "--pipelines", "data_ingestion"], project)  # again: SynthCity reused
 
     manifest = pd.read_parquet(project / "data/03_primary/image_manifest.parquet")
     assert len(manifest) == 10

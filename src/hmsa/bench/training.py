@@ -1,0 +1,95 @@
+"""Training benchmarks: throughput, and activation memory of HMSA against its baselines."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from hmsa.models import ModelConfig, build_model
+from hmsa.models.loss import SegmentationLoss
+from hmsa.training.config import RoleConfig
+
+DEFAULT_PARAMS = Path("conf/base/parameters_teacher_training.yml")
+
+
+def default_role(path: Path = DEFAULT_PARAMS) -> RoleConfig:
+    """The teacher's configuration as the project ships it."""
+    return RoleConfig.model_validate(yaml.safe_load(path.read_text())["teacher"])
+
+
+def saved_activation_bytes(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor) -> int:
+    """Bytes of the distinct tensors autograd saves for backward in one training step.
+
+    Parameters are left out: the count is the activation memory a step needs.
+    """
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = SegmentationLoss()(model(images), target)["total"]
+    loss.backward()
+    return sum(storages.values())
+
+
+def _images_per_s(model_cfg: ModelConfig, batch: int, crop: tuple[int, int], steps: int) -> float:
+    torch.manual_seed(0)
+    model = build_model(model_cfg).train()
+    criterion = SegmentationLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = torch.rand(batch, 3, *crop)
+    target = torch.randint(0, model_cfg.num_classes, (batch, *crop))
+
+    def step():
+        loss = criterion(model(images), target)["total"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def run(workers: int, quick: bool = False) -> dict[str, dict]:
+    """train_images_per_s and the two memory ratios, measured side by side."""
+    role = default_role()
+    crop = (64, 128) if quick else (256, 512)
+    batch = 2
+    results: dict[str, dict] = {}
+    steps = 1 if quick else 4
+    train_crop = (64, 64) if quick else tuple(role.trainer.crop)
+    speed = {kind: _images_per_s(role.model.model_copy(update={"kind": kind}), role.trainer.batch_size, train_crop, steps)
+             for kind in ("hmsa", "single")}
+    results["train_images_per_s"] = {
+        "value": round(speed["hmsa"], 2), "unit": "images/s",
+        "conditions": f"default teacher config (HMSA, {role.model.trunk}), crop {train_crop}, batch {role.trainer.batch_size}, "
+                      f"CPU fp32, model only (no data loading); single-scale trains at {speed['single']:.2f}",
+    }
+    memory = {}
+    for kind in ("single", "hmsa", "explicit"):
+        torch.manual_seed(0)
+        model = build_model(role.model.model_copy(update={"kind": kind})).train()
+        images, target = torch.rand(batch, 3, *crop), torch.randint(0, 19, (batch, *crop))
+        memory[kind] = saved_activation_bytes(model, images, target)
+    cond = f"saved-for-backward bytes of one training step, {role.model.trunk}, crop {crop}, batch {batch}"
+    results["train_memory_ratio_explicit_over_hmsa"] = {
+        "value": round(memory["explicit"] / memory["hmsa"], 2), "unit": "x",
+        "conditions": f"{cond}: explicit (0.5,1,2) {memory['explicit'] / 2**20:.0f} MiB / HMSA (0.5,1) "
+                      f"{memory['hmsa'] / 2**20:.0f} MiB; paper ~4 (5.25/1.25 = 4.2), goal >= 4.0",
+    }
+    results["train_memory_ratio_hmsa_over_single"] = {
+        "value": round(memory["hmsa"] / memory["single"], 2), "unit": "x",
+        "conditions": f"{cond}: HMSA / single (1.0) {memory['single'] / 2**20:.0f} MiB; limit 1.25, goal <= 1.35",
+    }
+    return results

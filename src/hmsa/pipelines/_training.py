@@ -1,0 +1,117 @@
+"""Nodes and pipeline shared by teacher_training and student_training (one per role)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from functools import partial, update_wrapper
+from importlib.metadata import version
+from typing import Any
+
+import pandas as pd
+from kedro.pipeline import Node, Pipeline
+
+from hmsa import tracking
+from hmsa.config import parse_params
+from hmsa.training import run
+from hmsa.training.config import RoleConfig
+from hmsa.training.data import class_pixel_totals, items_from_manifest
+
+log = logging.getLogger(__name__)
+KEYS = ["split", "image_id", "label_kind"]
+
+
+def role_config(params: dict, role: str) -> RoleConfig:
+    """Validate the ``teacher:`` or ``student:`` parameter block."""
+    return parse_params(RoleConfig, params, role, f"conf/base/parameters_{role}_training.yml")
+
+
+def select_training_data(params: dict, role: str, image_manifest: pd.DataFrame, class_pixel_counts: pd.DataFrame,
+                         class_centroids: pd.DataFrame, raw_data_info: dict[str, Any]) -> run.TrainData:
+    """Fine rows of ``fine_splits`` plus (with human coarse labels) coarse rows of ``coarse_splits``."""
+    cfg = role_config(params, role)
+    manifest = image_manifest
+    wanted = manifest["split"].isin(cfg.fine_splits) & (manifest["label_kind"] == "fine")
+    if cfg.coarse_labels == "human":
+        wanted |= manifest["split"].isin(cfg.coarse_splits) & (manifest["label_kind"] == "coarse")
+    train_rows = manifest[wanted].reset_index(drop=True)
+    val_rows = manifest[(manifest["split"] == cfg.val_split) & (manifest["label_kind"] == "fine")]
+    if train_rows.empty:
+        raise ValueError(f"{role}: no training rows for fine_splits={cfg.fine_splits}, coarse_splits={cfg.coarse_splits}")
+    root = raw_data_info["root"]
+    counts = train_rows[KEYS].merge(class_pixel_counts, on=KEYS, how="left")
+    centroids = None
+    if cfg.trainer.sampling == "class_uniform":
+        index = train_rows[KEYS].assign(item=range(len(train_rows)))
+        centroids = class_centroids.merge(index, on=KEYS, how="inner")
+    log.info("%s: %d training rows (%s), %d validation images", role, len(train_rows),
+             train_rows.groupby("label_kind").size().to_dict(), len(val_rows))
+    listing = "\n".join(train_rows["image_path"] + "|" + train_rows["label_path"])
+    key = f"{raw_data_info.get('dvc_md5')}:{hashlib.sha256(listing.encode()).hexdigest()[:16]}"
+    return run.TrainData(items_from_manifest(train_rows, root), items_from_manifest(val_rows, root),
+                         class_pixel_totals(counts), centroids, key)
+
+
+class _Prefixed:
+    """Puts the role in front of every metric name: one MLflow run may train several roles."""
+
+    def __init__(self, logger, prefix: str):
+        self.logger, self.prefix = logger, prefix
+
+    def __call__(self, metrics: dict, step: int) -> None:
+        self.logger({f"{self.prefix}/{k}": v for k, v in metrics.items()}, step)
+
+
+def train_model(params: dict, role: str, data: run.TrainData) -> tuple[dict, pd.DataFrame, dict]:
+    """Train; return the best model bundle, the training curve and the summary metrics."""
+    cfg = role_config(params, role)
+    logger = tracking.EpochLogger.for_active_run()
+    result = run.train(cfg.model, cfg.trainer, data, _Prefixed(logger, role) if logger else None)
+    curve = pd.DataFrame(result.history)
+    bundle = {"model_config": result.model_config, "state_dict": result.state_dict,
+              "best_miou": result.best_miou, "best_epoch": result.best_epoch}
+    metrics = {
+        "best_val_miou": round(result.best_miou, 6), "best_epoch": result.best_epoch,
+        "epochs": len(result.history), "train_seconds": round(float(curve["seconds"].sum()), 1),
+        "images_per_s": round(float(curve["images_per_s"].mean()), 2),
+    }
+    log.info("%s: best val mIoU %.4f at epoch %d, %.0f s", role, result.best_miou, result.best_epoch, metrics["train_seconds"])
+    return bundle, curve, metrics
+
+
+def register_model(params: dict, role: str, bundle: dict) -> dict:
+    """Log the model to MLflow as a pyfunc, register it and alias the new version ``newest``."""
+    cfg = role_config(params, role)
+    requirements = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "torchvision", "numpy", "pydantic", "mlflow")]
+    info = tracking.log_and_register(bundle, cfg.registered_model_name, requirements)
+    if info is None:
+        log.info("%s: MLflow tracking is off in this process: model not registered", role)
+        return {"registered_model": cfg.registered_model_name, "version": None}
+    log.info("%s: registered %s version %s (alias %s)", role, info["registered_model"], info["version"], info["alias"])
+    return info
+
+
+def training_pipeline(role: str) -> Pipeline:
+    """Manifests -> the role's weights, training curve, metrics and registered MLflow model."""
+
+    def for_role(fn):
+        return update_wrapper(partial(fn, role=role), fn)
+
+    params = f"params:{role}"
+    return Pipeline([
+        Node(
+            for_role(select_training_data),
+            {"params": params, "image_manifest": "image_manifest", "class_pixel_counts": "class_pixel_counts",
+             "class_centroids": "class_centroids", "raw_data_info": "raw_data_info"},
+            f"{role}_train_data",
+            name=f"select_{role}_data",
+        ),
+        Node(
+            for_role(train_model),
+            {"params": params, "data": f"{role}_train_data"},
+            [f"{role}_model", f"{role}_training_curve", f"{role}_training_metrics"],
+            name=f"train_{role}",
+        ),
+        Node(for_role(register_model), {"params": params, "bundle": f"{role}_model"}, f"{role}_registry",
+             name=f"register_{role}"),
+    ])

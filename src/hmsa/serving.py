@@ -1,0 +1,51 @@
+"""The MLflow pyfunc model: a trained Segmenter that predicts label maps on numpy images.
+
+Input: one image (H, W, 3) or a batch (N, H, W, 3) of uint8 RGB. Output: trainId label
+maps, (H, W) or (N, H, W) uint8. Parameters at predict time: ``scales`` (must contain
+1.0), ``flip`` and ``fusion`` (empty = the model's own rule).
+"""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+import numpy as np
+import torch
+
+from hmsa.models import ModelConfig, build_model
+
+
+def model_from_bundle(bundle: dict) -> torch.nn.Module:
+    """The Segmenter described by a model bundle, weights loaded, in eval mode."""
+    model = build_model(ModelConfig(**bundle["model_config"]))
+    model.load_state_dict(bundle["state_dict"])
+    return model.eval()
+
+
+def predict_labels(model: torch.nn.Module, images: np.ndarray, scales=(1.0,), flip: bool = False,
+                   fusion: str | None = None) -> np.ndarray:
+    """trainId label maps for uint8 RGB images (H, W, 3) or (N, H, W, 3)."""
+    array = np.asarray(images)
+    single = array.ndim == 3
+    if single:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3) or a batch (N, H, W, 3), got shape {array.shape}")
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float().div(255).to(device)
+    logits = model.predict(x, scales=scales, flip=flip, fusion_rule=fusion or None)["logits"]
+    labels = logits.argmax(1).to(torch.uint8).cpu().numpy()
+    return labels[0] if single else labels
+
+
+class SegmenterPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper; the bundle file is the artifact ``bundle``."""
+
+    def load_context(self, context) -> None:
+        from hmsa.training import checkpoint
+
+        self.model = model_from_bundle(checkpoint.load(context.artifacts["bundle"]))
+
+    def predict(self, context, model_input, params=None):
+        params = params or {}
+        return predict_labels(self.model, model_input, tuple(params.get("scales") or (1.0,)),
+                              bool(params.get("flip", False)), params.get("fusion") or None)

@@ -1,0 +1,77 @@
+"""MLflow: per-epoch metrics from any process, and logging + registering trained models."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+from hmsa.training import checkpoint
+
+#: alias set on the newest registered version (MLflow reserves "latest")
+NEWEST_ALIAS = "newest"
+
+
+class EpochLogger:
+    """Logs metric dicts to one MLflow run by id: picklable, so a spawned rank 0 can use it."""
+
+    def __init__(self, run_id: str, tracking_uri: str):
+        self.run_id = run_id
+        self.tracking_uri = tracking_uri
+
+    @classmethod
+    def for_active_run(cls) -> "EpochLogger | None":
+        """A logger for the active run, or None when MLflow tracking is off."""
+        run = mlflow.active_run()
+        return cls(run.info.run_id, mlflow.get_tracking_uri()) if run else None
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
+
+
+def signature() -> ModelSignature:
+    """uint8 RGB image batch in, trainId label maps out; scales, flip and fusion as parameters."""
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
+        params=ParamSchema([
+            ParamSpec("scales", "double", [1.0], shape=(-1,)),
+            ParamSpec("flip", "boolean", False),
+            ParamSpec("fusion", "string", ""),
+        ]),
+    )
+
+
+def log_and_register(bundle: dict, registered_name: str, pip_requirements: list[str]) -> dict | None:
+    """Log ``bundle`` as a pyfunc model in the active run, register it, alias it ``newest``.
+
+    Returns ``{"model_uri", "registered_model", "version", "alias"}``, or None when no run is
+    active (tracking disabled, or a non-zero rank under torchrun).
+    """
+    if mlflow.active_run() is None:
+        return None
+    from hmsa.serving import SegmenterPyfunc
+
+    package = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model_bundle.pt"
+        checkpoint.save_atomic(bundle, path)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=SegmenterPyfunc(), artifacts={"bundle": str(path)},
+            code_paths=[str(package)], signature=signature(), pip_requirements=pip_requirements,
+            registered_model_name=registered_name,
+        )
+    version = info.registered_model_version
+    MlflowClient().set_registered_model_alias(registered_name, NEWEST_ALIAS, version)
+    return {"model_uri": info.model_uri, "registered_model": registered_name, "version": int(version),
+            "alias": NEWEST_ALIAS}

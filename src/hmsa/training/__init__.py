@@ -1,0 +1,1 @@
+"""Training: data sets and augmentation, and the one training loop used by teacher and student."""

@@ -1,0 +1,82 @@
+"""Typed trainer settings: what ``trainer:`` in a parameters file may say."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hmsa.models.config import ModelConfig
+
+
+class TrainerConfig(BaseModel):
+    """How to train: length, optimiser, augmentation, sampling, precision, devices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(4, ge=1)
+    #: if set, stop after this many iterations in total (epochs then only paces validation)
+    max_iterations: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    crop: tuple[int, int] = (256, 256)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    color_jitter: float = Field(0.25, ge=0.0)
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    poly_power: float = Field(2.0, ge=0.0)
+    aux_weight: float = Field(0.4, ge=0.0)
+    scale_weight: float = Field(0.05, ge=0.0)
+    #: none, or balanced: (median frequency / class frequency) ** class_weight_power
+    class_weights: Literal["none", "balanced"] = "balanced"
+    class_weight_power: float = Field(0.6, ge=0.0)
+    #: random: every row once per epoch; class_uniform: HMSA.md section 6
+    sampling: Literal["random", "class_uniform"] = "random"
+    num_workers: int = Field(1, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: processes for DistributedDataParallel on this machine (torchrun sets its own)
+    devices: int = Field(1, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    seed: int = 0
+    #: validation images (0 = all) and scale for the per-epoch val mIoU
+    val_images: int = Field(0, ge=0)
+    val_batch_size: int = Field(4, ge=1)
+    checkpoint_dir: str = "data/06_models/checkpoints/model"
+    #: continue from checkpoint_dir/last.pt when it matches this configuration
+    resume: bool = True
+    progress_bar: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainerConfig":
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"trainer.scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+        if min(self.crop) < 16:
+            raise ValueError(f"trainer.crop must be at least 16x16, got {self.crop}")
+        return self
+
+
+class RoleConfig(BaseModel):
+    """One trained role (teacher, student): its model, trainer, data and registry name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    fine_splits: list[str] = Field(default_factory=lambda: ["train"])
+    coarse_splits: list[str] = Field(default_factory=lambda: ["train_extra"])
+    #: human: Cityscapes' coarse labels; none: fine data only; auto: the teacher's auto-labels
+    coarse_labels: Literal["human", "none", "auto"] = "human"
+    val_split: str = "val"
+    registered_model_name: str = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RoleConfig":
+        if self.coarse_labels == "auto":
+            raise ValueError(
+                "coarse_labels=auto needs the auto_labeling pipeline, which this version does not have yet; "
+                "use human or none"
+            )
+        return self
+

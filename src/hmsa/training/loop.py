@@ -1,0 +1,246 @@
+"""The training loop, shared by teacher, student and the baselines.
+
+SGD with momentum and a poly learning-rate schedule, mixed precision on CUDA, a checkpoint
+after every epoch (atomic), resume from the last one, the best checkpoint by val mIoU, and
+DistributedDataParallel when run in several processes (see ``distributed.py``). Only rank 0
+writes checkpoints and calls ``log_fn``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
+from tqdm import tqdm
+
+from hmsa.evaluation.metrics import confusion_matrix, mean_iou
+from hmsa.models import ModelConfig, build_model
+from hmsa.models.loss import SegmentationLoss, class_balanced_weights
+from hmsa.training import checkpoint
+from hmsa.training.config import TrainerConfig
+
+log = logging.getLogger(__name__)
+
+#: trainer fields that do not change what is learned: a checkpoint stays resumable across them
+_NON_SEMANTIC = {"num_workers", "progress_bar", "resume", "val_batch_size", "checkpoint_dir", "device", "devices"}
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """The best weights by val mIoU, with the configuration and per-epoch history."""
+
+    model_config: dict
+    state_dict: dict
+    best_miou: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def fingerprint(model_cfg: ModelConfig, cfg: TrainerConfig, data_key: str = "") -> str:
+    """Identifies a training setup (model, trainer, data); a checkpoint is resumed only under the same one."""
+    trainer = {k: v for k, v in cfg.model_dump().items() if k not in _NON_SEMANTIC}
+    text = json.dumps({"model": model_cfg.model_dump(), "trainer": trainer, "data": data_key}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pick_device(cfg: TrainerConfig, local_rank: int = 0) -> torch.device:
+    """cuda when asked for (or available with ``auto``), else cpu."""
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use auto or cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _precision(cfg: TrainerConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: bf16/fp16 on CUDA (auto picks bf16 where supported), none on CPU."""
+    if device.type != "cuda" or cfg.precision == "fp32":
+        return None
+    if cfg.precision == "fp16":
+        return torch.float16
+    if cfg.precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def poly_lambda(total: int, power: float) -> Callable[[int], float]:
+    """lr factor (1 - it/total) ** power."""
+    return lambda it: max(0.0, 1.0 - it / max(1, total)) ** power
+
+
+@torch.no_grad()
+def validate(model, dataset: Dataset, device: torch.device, batch_size: int = 4, scales=(1.0,),
+             rank: int = 0, world: int = 1) -> float:
+    """mIoU over ``dataset`` (sharded over ranks, confusion summed), at the given scales."""
+    model.eval()
+    shard = Subset(dataset, list(range(rank, len(dataset), world)))
+    num_classes = model.cfg.num_classes
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    for images, masks in DataLoader(shard, batch_size=batch_size):
+        logits = model.predict(images.to(device), scales=scales)["logits"]
+        cm += confusion_matrix(logits.argmax(1), masks.to(device), num_classes)
+    if world > 1:
+        dist.all_reduce(cm)
+    return mean_iou(cm.cpu().numpy())
+
+
+def _metrics(row: dict) -> dict[str, float]:
+    """An epoch's history row as MLflow metric names."""
+    return {f"train/{k}": v for k, v in row.items() if k not in ("epoch", "iteration", "val_miou")} | {
+        "val/mIoU": row["val_miou"]}
+
+
+def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set: Dataset | None,
+        class_pixels: np.ndarray | None = None, log_fn: Callable[[dict, int], None] | None = None,
+        rank: int = 0, world: int = 1, local_rank: int = 0, data_key: str = "") -> TrainResult:
+    """Train ``model_cfg`` on ``train_set``; validate on ``val_set`` after each epoch.
+
+    Writes ``last.pt`` and ``best.pt`` into ``cfg.checkpoint_dir`` (rank 0) and resumes
+    from ``last.pt`` when it was made by the same setup (see :func:`fingerprint`; ``data_key``
+    identifies the training data). A resumed run logs the earlier epochs again, so that the
+    new MLflow run holds the whole curve.
+    """
+    device = pick_device(cfg, local_rank)
+    ckpt_dir = Path(cfg.checkpoint_dir)
+    main = rank == 0
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = build_model(model_cfg).to(device)
+    if world > 1 and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    weights = None
+    if cfg.class_weights == "balanced":
+        if class_pixels is None:
+            raise ValueError("trainer.class_weights=balanced needs the class pixel counts of the training set")
+        weights = class_balanced_weights(class_pixels, cfg.class_weight_power)
+    criterion = SegmentationLoss(cfg.aux_weight, cfg.scale_weight, weights).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    sampler = (DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+               if world > 1 else RandomSampler(train_set, generator=torch.Generator()))
+    drop_last = len(train_set) >= cfg.batch_size * world
+    loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=drop_last,
+        pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed + rank),
+    )
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise ValueError(f"no training batch: {len(train_set)} samples for batch_size {cfg.batch_size} x {world} processes")
+    total = min(cfg.max_iterations or cfg.epochs * per_epoch, cfg.epochs * per_epoch)
+    epochs = math.ceil(total / per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(total, cfg.poly_power))
+    autocast_dtype = _precision(cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+
+    key = fingerprint(model_cfg, cfg, data_key)
+    start_epoch, iteration, best_miou, best_epoch, history = 0, 0, -1.0, -1, []
+    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    if cfg.resume and last_path.is_file():
+        state = checkpoint.load(last_path)
+        if state.get("fingerprint") == key:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            start_epoch, iteration = state["epoch"] + 1, state["iteration"]
+            best_miou, best_epoch, history = state["best_miou"], state["best_epoch"], json.loads(state["history"])
+            log.info("Resuming from %s after epoch %d (iteration %d)", last_path, state["epoch"] + 1, iteration)
+            if main and log_fn is not None:
+                for row in history:
+                    log_fn(_metrics(row), row["epoch"])
+        elif main:
+            log.warning("%s was made with other settings: starting afresh", last_path)
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    for epoch in range(start_epoch, epochs):
+        if world > 1:
+            sampler.set_epoch(epoch)
+        else:
+            sampler.generator.manual_seed(cfg.seed + epoch)
+        net.train()
+        sums: dict[str, float] = {}
+        seen, steps, start = 0, 0, time.perf_counter()
+        show = main and cfg.progress_bar
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=None if show else True, leave=False, mininterval=2)
+        for images, masks in bar:
+            if iteration >= total:
+                break
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                parts = criterion(net(images), masks)
+            loss = parts["total"]
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"the loss became {loss.item()} at iteration {iteration + 1} (lr {scheduler.get_last_lr()[0]:.3g}); "
+                    f"lower trainer.lr. The last good checkpoint is kept at {last_path}."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            iteration += 1
+            steps += 1
+            seen += images.shape[0] * world
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            if show:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                                img_s=f"{seen / (time.perf_counter() - start):.1f}")
+        seconds = time.perf_counter() - start
+        steps = max(1, steps)
+        row = {"epoch": epoch + 1, "iteration": iteration, "lr": scheduler.get_last_lr()[0],
+               "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds}
+        row.update({f"loss_{name}" if name != "total" else "loss": value / steps for name, value in sums.items()})
+        row["val_miou"] = (validate(model, val_set, device, cfg.val_batch_size, rank=rank, world=world)
+                           if val_set is not None and len(val_set) else float("nan"))
+        history.append(row)
+        improved = row["val_miou"] > best_miou or best_epoch < 0
+        if improved:
+            best_miou, best_epoch = row["val_miou"], epoch + 1
+        if main:
+            log.info("epoch %d/%d: loss %.4f, val mIoU %.4f, %.1f images/s",
+                     epoch + 1, epochs, row["loss"], row["val_miou"], row["images_per_s"])
+            if improved:
+                checkpoint.save_atomic({"model_config": model_cfg.model_dump(), "state_dict": model.state_dict(),
+                                        "best_miou": best_miou, "best_epoch": best_epoch}, best_path)
+            checkpoint.save_atomic({
+                "fingerprint": key, "epoch": epoch, "iteration": iteration, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "best_miou": best_miou, "best_epoch": best_epoch, "history": json.dumps(history),
+            }, last_path)
+            if log_fn is not None:
+                log_fn(_metrics(row), epoch + 1)
+        if world > 1:
+            dist.barrier()
+    if world > 1:
+        dist.barrier()
+    best = checkpoint.load(best_path)
+    return TrainResult(best["model_config"], best["state_dict"], best["best_miou"], best["best_epoch"], history)

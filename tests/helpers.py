@@ -1,0 +1,57 @@
+"""Helpers for the end-to-end tests: a copy of the project with tiny settings, and a runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import PROJECT_ROOT, TINY_SPEC
+from tests.models.conftest import TINY
+
+
+def copy_project(dest: Path) -> Path:
+    """The project's configuration and pipeline files, without data, runs or venv."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", "dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy2(PROJECT_ROOT / name, dest / name)
+    shutil.copytree(PROJECT_ROOT / "conf", dest / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copytree(PROJECT_ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (dest / "conf" / "local").mkdir()
+    for layer in ("01_raw", "03_primary", "08_reporting/metrics"):
+        (dest / "data" / layer).mkdir(parents=True)
+    return dest
+
+
+def tiny_parameters(dest: Path) -> None:
+    """Shrink SynthCity in the copy's conf/base, where both kedro and dvc read it."""
+    path = dest / "conf" / "base" / "parameters_data_ingestion.yml"
+    params = yaml.safe_load(path.read_text())
+    params["data"]["synthetic"] = json.loads(TINY_SPEC.model_dump_json())
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "KEDRO_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "hmsa test", "GIT_AUTHOR_EMAIL": "test@hmsa.invalid",
+           "GIT_COMMITTER_NAME": "hmsa test", "GIT_COMMITTER_EMAIL": "test@hmsa.invalid"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def tiny_training(project, **trainer):
+    """Shrink model and training in the copy's conf/base."""
+    for role in ("teacher", "student"):
+        path = project / "conf" / "base" / f"parameters_{role}_training.yml"
+        params = yaml.safe_load(path.read_text())
+        params[role]["model"].update({k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()})
+        params[role]["trainer"].update({"epochs": 2, "batch_size": 2, "crop": [32, 32], "num_workers": 0,
+                                        "progress_bar": False, **trainer.get(role, {})})
+        path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,0 +1,63 @@
+"""teacher_training and student_training through `kedro run`, with MLflow's registry."""
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.helpers import copy_project, run, tiny_parameters, tiny_training
+
+
+@pytest.mark.slow
+def test_chain_trains_registers_and_reloads_models(tmp_path):
+    project = copy_project(tmp_path)
+    tiny_parameters(project)
+    tiny_training(project, teacher={"devices": 2})  # the teacher under DDP: 2 CPU processes, gloo
+    run(["kedro", "run", "--pipelines", "data_ingestion,teacher_training,student_training"], project)
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("hmsa")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1  # one kedro run, one MLflow run, DDP included
+    only = runs[0]
+    assert only.info.run_name == "data_ingestion+teacher_training+student_training"
+    for role in ("teacher", "student"):
+        history = client.get_metric_history(only.info.run_id, f"{role}/val/mIoU")
+        assert [m.step for m in history] == [1, 2]  # once per epoch: rank 0 alone logs
+        assert (project / f"data/06_models/{role}.pt").is_file()
+        assert (project / f"data/08_reporting/{role}_training_curve.csv").is_file()
+    assert sorted(p.name for p in (project / "data/06_models/checkpoints/teacher").iterdir()) == ["best.pt", "last.pt"]
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        for name in ("hmsa-teacher", "hmsa-student"):
+            version = client.get_model_version_by_alias(name, "newest")
+            assert version.run_id == only.info.run_id
+        model = mlflow.pyfunc.load_model("models:/hmsa-student@newest")
+        image = np.array(Image.open(sorted((project / "data/01_raw/synthcity/leftImg8bit/val").rglob("*.png"))[0]))
+        labels = model.predict(image[None], params={"scales": [0.5, 1.0, 2.0], "flip": True})
+        assert labels.shape == (1, *image.shape[:2]) and labels.dtype == np.uint8 and labels.max() < 19
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_one_writer(tmp_path):
+    """`torchrun -m hmsa`: both ranks train (DDP, gloo); rank 0 alone logs and writes."""
+    project = copy_project(tmp_path)
+    tiny_parameters(project)
+    tiny_training(project)
+    run(["kedro", "run", "--pipelines", "data_ingestion"], project)
+    run(["torchrun", "--standalone", "--nproc_per_node=2", "-m", "hmsa", "--pipelines", "teacher_training"], project)
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("hmsa")
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'teacher_training'")
+    assert len(runs) == 1
+    history = client.get_metric_history(runs[0].info.run_id, "teacher/val/mIoU")
+    assert [m.step for m in history] == [1, 2]
+    versions = client.search_model_versions("name = 'hmsa-teacher'")
+    assert len(versions) == 1
+    registry = yaml.safe_load((project / "data/06_models/teacher_registry.json").read_text())
+    assert registry["version"] == 1  # written by rank 0, not overwritten by rank 1

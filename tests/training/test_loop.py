@@ -1,0 +1,106 @@
+import json
+
+
+import pytest
+import torch
+
+from hmsa.training import checkpoint
+from hmsa.training.data import EvalDataset, TrainDataset
+from hmsa.training.loop import TrainingDivergedError, fingerprint, fit, poly_lambda
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, metrics, step):
+        self.calls.append((step, metrics))
+
+
+def _data(items, trainer):
+    return TrainDataset(items["train"], trainer.crop), EvalDataset(items["val"])
+
+
+def test_fit_writes_checkpoints_and_logs_each_epoch(tiny_setup):
+    items, model_cfg, trainer = tiny_setup
+    log = Recorder()
+    result = fit(model_cfg, trainer, *_data(items, trainer), log_fn=log)
+    assert len(result.history) == 2 and [r["epoch"] for r in result.history] == [1, 2]
+    assert [step for step, _ in log.calls] == [1, 2]
+    assert {"train/loss", "train/loss_main", "train/loss_aux", "train/loss_scales", "train/lr", "val/mIoU"} <= set(log.calls[0][1])
+    ckpt = trainer.checkpoint_dir
+    assert checkpoint.load(f"{ckpt}/last.pt")["epoch"] == 1
+    best = checkpoint.load(f"{ckpt}/best.pt")
+    assert best["best_epoch"] == result.best_epoch and set(best["state_dict"]) == set(result.state_dict)
+    # the poly schedule reached zero at the last iteration
+    assert result.history[-1]["lr"] == pytest.approx(0.0)
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after_epoch_one(metrics, step):
+    if step == 1:
+        raise Crash  # after epoch 1's checkpoint was written, as a kill would
+
+
+def test_resume_continues_from_the_last_epoch(tiny_setup):
+    items, model_cfg, trainer = tiny_setup
+    trainer = trainer.model_copy(update={"epochs": 3})
+    with pytest.raises(Crash):
+        fit(model_cfg, trainer, *_data(items, trainer), log_fn=crash_after_epoch_one)
+    crashed = checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")
+    assert crashed["epoch"] == 0
+    log = Recorder()
+    resumed = fit(model_cfg, trainer, *_data(items, trainer), log_fn=log)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.history[0] == json.loads(crashed["history"])[0]
+    assert [step for step, _ in log.calls] == [1, 2, 3]  # the resumed run's log holds the whole curve
+    # other training data: not resumed
+    done = checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")
+    assert done["fingerprint"] == fingerprint(model_cfg, trainer) and done["epoch"] == 2
+    fresh = fit(model_cfg, trainer, *_data(items, trainer), data_key="other data")
+    assert len(fresh.history) == 3
+    assert checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")["fingerprint"] == fingerprint(model_cfg, trainer, "other data")
+
+
+def test_resume_needs_the_same_setup(tiny_setup):
+    items, model_cfg, trainer = tiny_setup
+    fit(model_cfg, trainer, *_data(items, trainer))
+    other = trainer.model_copy(update={"lr": 0.02})
+    assert fingerprint(model_cfg, other) != fingerprint(model_cfg, trainer)
+    assert fingerprint(model_cfg, trainer.model_copy(update={"num_workers": 3})) == fingerprint(model_cfg, trainer)
+    assert fingerprint(model_cfg, trainer, "data-v2") != fingerprint(model_cfg, trainer, "data-v1")
+    fresh = fit(model_cfg, other, *_data(items, trainer))
+    assert [r["epoch"] for r in fresh.history] == [1, 2]
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_checkpoint(tiny_setup):
+    items, model_cfg, trainer = tiny_setup
+    fit(model_cfg, trainer.model_copy(update={"epochs": 1}), *_data(items, trainer))
+    before = checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")
+    with pytest.raises(TrainingDivergedError, match="lower trainer.lr"):
+        fit(model_cfg, trainer.model_copy(update={"lr": 1e12, "epochs": 4}), *_data(items, trainer))
+    after = checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")
+    assert after["epoch"] == before["epoch"]
+    assert all(torch.equal(after["model"][k], before["model"][k]) for k in before["model"])
+
+
+def test_poly_schedule():
+    f = poly_lambda(10, 2.0)
+    assert f(0) == 1.0 and f(5) == pytest.approx(0.25) and f(10) == 0.0 and f(12) == 0.0
+
+
+def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "x.pt"
+    checkpoint.save_atomic({"a": torch.ones(2)}, path)
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        checkpoint.save_atomic({"a": Boom()}, path)
+    assert torch.equal(checkpoint.load(path)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
