@@ -1,0 +1,130 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from hmsa import autolabel
+from hmsa.autolabel import Job, Refinement, hard_labels, refine
+from hmsa.data import cityscapes
+from hmsa.models import ModelConfig, build_model
+
+from .models.conftest import TINY
+
+BUS, TRUCK, CAR, ROAD = 15, 14, 13, 0
+
+
+def test_threshold_keeps_pixels_at_and_above_it():
+    pred = np.array([[1, 2, 3, 4]], dtype=np.uint8)
+    conf = np.array([[0.8999, 0.9, 0.9001, 1.0]])
+    assert hard_labels(pred, conf, 0.9).tolist() == [[255, 2, 3, 4]]
+    assert hard_labels(pred, conf, 0.0).tolist() == [[1, 2, 3, 4]]
+    assert hard_labels(pred, conf, 1.0).tolist() == [[255, 255, 255, 4]]
+
+
+def test_threshold_outside_zero_one_is_refused():
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
+            Refinement(threshold=bad)
+
+
+def test_ignore_propagates_without_merge():
+    labels = np.array([[255, ROAD, 255]], dtype=np.uint8)
+    human = np.array([[CAR, 255, 255]], dtype=np.uint8)
+    out = refine(labels, human, Refinement(union_classes=()))
+    assert out.tolist() == [[255, ROAD, 255]]  # teacher abstains: stays ignore; human void changes nothing
+
+
+def test_merge_fills_only_where_the_teacher_abstains():
+    labels = np.array([[255, ROAD, 255]], dtype=np.uint8)
+    human = np.array([[CAR, CAR, 255]], dtype=np.uint8)
+    out = refine(labels, human, Refinement(merge_human_coarse=True, union_classes=()))
+    assert out.tolist() == [[CAR, ROAD, 255]]
+
+
+def test_union_classes_take_the_human_region():
+    labels = np.array([[ROAD, 255, BUS, CAR]], dtype=np.uint8)
+    human = np.array([[BUS, TRUCK, 255, CAR]], dtype=np.uint8)
+    out = refine(labels, human, Refinement())  # default union: truck, bus, train
+    assert out.tolist() == [[BUS, TRUCK, BUS, CAR]]
+
+
+def test_border_becomes_ignore():
+    out = refine(np.zeros((5, 6), dtype=np.uint8), None, Refinement(border=1))
+    assert (out[0] == 255).all() and (out[:, -1] == 255).all() and (out[1:4, 1:5] == 0).all()
+
+
+@pytest.fixture
+def jobs(tiny_tree_master):
+    index = cityscapes.index_tree(tiny_tree_master, {"train_extra": ["coarse"]})
+    return [Job(e.image_id, e.city, str(tiny_tree_master / e.image_path), str(tiny_tree_master / e.label_path))
+            for e in index.entries]
+
+
+@pytest.fixture
+def teacher():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(kind="hmsa", **TINY)).eval()
+
+
+def test_writes_three_pngs_per_image_in_city_folders(teacher, jobs, tmp_path):
+    counts = autolabel.label_images(teacher, jobs, tmp_path, Refinement(threshold=0.0), batch_size=3, readers=0)
+    assert counts == {"labelled": 4, "skipped": 0, "total": 4}
+    for job in jobs:
+        paths = autolabel.output_paths(tmp_path, job.city, job.image_id)
+        assert paths["label"].parent.name == job.city
+        with Image.open(paths["label"]) as lab, Image.open(paths["confidence"]) as conf, Image.open(paths["prediction"]) as pred:
+            assert lab.mode == conf.mode == pred.mode == "L" and lab.size == (64, 32)
+            # threshold 0: every pixel keeps the teacher's class, unless a union class was drawn by a human
+            assert np.asarray(lab).max() < 19
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_rerun_skips_finished_images(teacher, jobs, tmp_path):
+    autolabel.label_images(teacher, jobs[:2], tmp_path, Refinement(), readers=0)
+    done = autolabel.output_paths(tmp_path, jobs[0].city, jobs[0].image_id)["label"]
+    mtime = done.stat().st_mtime_ns
+    counts = autolabel.label_images(teacher, jobs, tmp_path, Refinement(), readers=0)
+    assert counts == {"labelled": 2, "skipped": 2, "total": 4}
+    assert done.stat().st_mtime_ns == mtime
+
+
+def test_ranks_share_the_images(teacher, jobs, tmp_path):
+    a = autolabel.label_images(teacher, jobs, tmp_path, Refinement(), readers=0, rank=0, world=2)
+    b = autolabel.label_images(teacher, jobs, tmp_path, Refinement(), readers=0, rank=1, world=2)
+    assert a["labelled"] + b["labelled"] == 4 and a["labelled"] == 2
+    assert len(list(tmp_path.rglob("*_autoLabelTrainIds.png"))) == 4
+
+
+def test_a_failed_write_leaves_no_png(tmp_path, monkeypatch):
+    def broken_save(self, fp, format=None, **params):
+        fp.write(b"\x89PNG half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="No space left"):
+        autolabel.write_png_atomic(np.zeros((4, 4), dtype=np.uint8), tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quality_against_hand_counts(tmp_path):
+    def save(name, array):
+        Image.fromarray(np.array(array, dtype=np.uint8)).save(tmp_path / name)
+        return str(tmp_path / name)
+
+    # label ids: 7 road (trainId 0), 26 car (13), 0 void; 4 pixels, all labelled in the truth
+    fine = save("fine.png", [[7, 7, 26, 26]])
+    human = save("human.png", [[7, 0, 26, 0]])  # covers 2 of 4, both right
+    pred = save("pred.png", [[0, 0, 13, 0]])  # teacher: 3 of 4 right
+    conf = save("conf.png", [[255, 128, 255, 255]])
+    label = save("label.png", [[0, 255, 13, 0]])  # thresholded at 0.9: 3 covered, 2 right
+    rows = pd.DataFrame([{"label": label, "confidence": conf, "prediction": pred, "human": human, "fine": fine}])
+    q = autolabel.quality(rows, thresholds=(0.5, 0.9))
+    summary = q["summary"].set_index("source")
+    assert summary.loc["auto", "coverage"] == pytest.approx(3 / 4) and summary.loc["auto", "accuracy"] == pytest.approx(2 / 3)
+    assert summary.loc["human", "coverage"] == pytest.approx(2 / 4) and summary.loc["human", "accuracy"] == 1.0
+    sweep = q["sweep"].set_index("threshold")
+    assert sweep.loc[0.5, "coverage"] == 1.0 and sweep.loc[0.5, "accuracy"] == pytest.approx(3 / 4)
+    assert sweep.loc[0.9, "coverage"] == pytest.approx(3 / 4) and sweep.loc[0.9, "accuracy"] == pytest.approx(2 / 3)
+    car = q["per_class"].query("source == 'auto' and class_name == 'car'").iloc[0]
+    assert car["coverage"] == pytest.approx(1.0) and car["accuracy"] == pytest.approx(0.5)
