@@ -47,6 +47,15 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
 
 
 def tiny_training(project, **trainer):
+    """Shrink model and training (and auto-labelling batches) in the copy's conf/base."""
+    path = project / "conf" / "base" / "parameters_auto_labeling.yml"
+    params = yaml.safe_load(path.read_text())
+    params["auto_labeling"].update({"batch_size": 2, "readers": 0, "progress_bar": False})
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    _tiny_roles(project, **trainer)
+
+
+def _tiny_roles(project, **trainer):
     """Shrink model and training in the copy's conf/base."""
     for role in ("teacher", "student"):
         path = project / "conf" / "base" / f"parameters_{role}_training.yml"

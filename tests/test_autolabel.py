@@ -128,3 +128,17 @@ def test_quality_against_hand_counts(tmp_path):
     assert sweep.loc[0.9, "coverage"] == pytest.approx(3 / 4) and sweep.loc[0.9, "accuracy"] == pytest.approx(2 / 3)
     car = q["per_class"].query("source == 'auto' and class_name == 'car'").iloc[0]
     assert car["coverage"] == pytest.approx(1.0) and car["accuracy"] == pytest.approx(0.5)
+
+
+def test_labels_of_another_teacher_are_not_resumed(teacher, jobs, tmp_path):
+    stamp = {"teacher": autolabel.model_digest(teacher), "union_classes": (14, 15)}  # tuples too
+    assert autolabel.prepare_output(tmp_path, stamp) is False
+    autolabel.label_images(teacher, jobs, tmp_path, Refinement(), readers=0)
+    assert autolabel.prepare_output(tmp_path, stamp) is False  # same teacher: labels stay, a rerun resumes
+    assert len(list(tmp_path.rglob("*_autoLabelTrainIds.png"))) == 4
+    other = build_model(ModelConfig(kind="hmsa", **TINY))
+    assert autolabel.model_digest(other) != stamp["teacher"]
+    assert autolabel.prepare_output(tmp_path, {**stamp, "teacher": autolabel.model_digest(other)}) is True
+    assert not list(tmp_path.rglob("*.png"))
+    counts = autolabel.label_images(other, jobs, tmp_path, Refinement(), readers=0)
+    assert counts["labelled"] == 4

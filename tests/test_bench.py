@@ -25,3 +25,12 @@ def test_training_bench_measures_memory_ratios(tmp_path, monkeypatch):
     assert figures["train_memory_ratio_explicit_over_hmsa"]["value"] > 1.5
     assert 1.0 < figures["train_memory_ratio_hmsa_over_single"]["value"] < 2.0
     assert figures["train_images_per_s"]["value"] > 0
+
+
+def test_autolabel_bench_reports_throughput_and_io_share(tmp_path, monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)
+    out = tmp_path / "benchmarks.json"
+    main(["--suite", "autolabel", "--quick", "--out", str(out)])
+    figures = json.loads(out.read_text())
+    assert figures["autolabel_images_per_s"]["value"] > 0
+    assert 0 < figures["autolabel_io_share"]["value"] < 1

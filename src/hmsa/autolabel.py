@@ -19,17 +19,22 @@ processes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -172,6 +177,44 @@ def label_images(model, jobs: list[Job], out_dir: Path, settings: Refinement, sc
     return {"labelled": len(todo), "skipped": len(mine) - len(todo), "total": len(mine)}
 
 
+STAMP = "_auto_labels.json"
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights: which teacher made a set of labels."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare_output(out_dir: Path, stamp: dict) -> bool:
+    """Make ``out_dir`` hold labels of ``stamp`` (teacher digest + settings) only.
+
+    Labels made by another teacher or other settings are removed, so that resuming never
+    mixes them in. Returns True when old labels were removed.
+    """
+    out_dir = Path(out_dir)
+    stamp = json.loads(json.dumps(stamp))  # tuples become lists, as in the file
+    path = out_dir / STAMP
+    try:
+        current = json.loads(path.read_text())
+    except (OSError, ValueError):
+        current = None
+    cleared = False
+    if current != stamp and out_dir.exists() and any(out_dir.iterdir()):
+        log.warning("%s holds labels of another teacher or other settings: labelling afresh", out_dir)
+        shutil.rmtree(out_dir)
+        cleared = True
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if current != stamp:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stamp, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    return cleared
+
+
 # ------------------------------------------------------------------ quality
 
 
@@ -227,3 +270,47 @@ def quality(rows: pd.DataFrame, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
         sweep.append({"threshold": t, "coverage": kept / total if total else np.nan,
                       "accuracy": int(correct_hist[keep].sum()) / kept if kept else np.nan})
     return {"summary": pd.DataFrame(summary), "per_class": pd.DataFrame(per_class), "sweep": pd.DataFrame(sweep)}
+
+
+# ------------------------------------------------------------------ settings
+
+
+class AutoLabelConfig(BaseModel):
+    """What ``auto_labeling:`` in a parameters file may say."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: catalog: the teacher_model bundle; or an MLflow model URI such as models:/hmsa-teacher@newest
+    teacher: str = "catalog"
+    splits: list[str] = Field(default_factory=lambda: ["train_extra"])
+    scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    flip: bool = False
+    threshold: float = Field(0.9, ge=0.0, le=1.0)
+    merge_human_coarse: bool = False
+    union_classes: list[str] = Field(default_factory=lambda: ["truck", "bus", "train"])
+    border: int = Field(0, ge=0)
+    batch_size: int = Field(4, ge=1)
+    readers: int = Field(1, ge=0)
+    writers: int = Field(2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: str = "data/04_feature/auto_labels"
+    sweep_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
+    panels: int = Field(4, ge=0)
+    progress_bar: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "AutoLabelConfig":
+        from hmsa.models.fusion import check_scales
+
+        check_scales(self.scales)
+        unknown = [n for n in self.union_classes if n not in TRAIN_CLASS_NAMES]
+        if unknown:
+            raise ValueError(f"union_classes: {unknown} are not training classes; choose from {list(TRAIN_CLASS_NAMES)}")
+        if self.teacher != "catalog" and not self.teacher.startswith(("models:/", "runs:/")):
+            raise ValueError(f"teacher must be 'catalog' or an MLflow model URI (models:/NAME@ALIAS), got {self.teacher!r}")
+        return self
+
+    def refinement(self) -> Refinement:
+        """The labelling rules of these settings."""
+        ids = tuple(TRAIN_CLASS_NAMES.index(n) for n in self.union_classes)
+        return Refinement(self.threshold, self.merge_human_coarse, ids, self.border)

@@ -130,3 +130,13 @@ def test_checkpointed_loss_equals_plain_upsampled_cross_entropy():
         resize(ref_low[:, :, ::2, ::2] * 0.5, (32, 48)), target, weight=weights, ignore_index=255)
     ref.backward()
     assert torch.allclose(loss, ref) and torch.allclose(grad, ref_low.grad, atol=1e-6)
+
+
+def test_a_batch_with_only_ignore_labels_gives_zero_loss_not_nan(tiny_model):
+    model = tiny_model("hmsa").train()
+    out = model(torch.rand(2, 3, 32, 48))
+    for weights in (None, torch.rand(19)):
+        loss = SegmentationLoss(class_weights=weights)(out, torch.full((2, 32, 48), 255))["total"]
+        assert loss.item() == 0.0
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -1,4 +1,6 @@
+import numpy as np
 import pytest
+from PIL import Image
 
 from hmsa.config import ParameterError
 from hmsa.pipelines import _training
@@ -35,9 +37,27 @@ def test_class_uniform_maps_centroids_to_items(ingested):
     assert data.centroids["item"].between(0, len(data.train) - 1).all()
 
 
-def test_auto_labels_are_not_there_yet(ingested):
-    with pytest.raises(ParameterError, match="coarse_labels=auto needs the auto_labeling pipeline"):
-        _training.select_training_data({**PARAMS, "coarse_labels": "auto"}, "student", *ingested)
+def test_auto_labels_replace_the_human_coarse_ones(ingested, tmp_path):
+    manifest, pixels, centroids, info = ingested
+    coarse = manifest[manifest["label_kind"] == "coarse"]
+    auto = coarse[["split", "city", "image_id", "image_path"]].assign(
+        label_path=coarse["city"] + "/" + coarse["image_id"] + "_autoLabelTrainIds.png")
+    for path in auto["label_path"]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 64), 2, dtype=np.uint8)).save(tmp_path / path)  # all "building"
+    data = _training.select_training_data({**PARAMS, "coarse_labels": "auto"}, "student", manifest, pixels, centroids,
+                                          info, auto, {"root": str(tmp_path)})
+    assert len(data.train) == 8
+    auto_items = [i for i in data.train if i.label_format == "train_ids"]
+    assert len(auto_items) == 4 and all(i.label.startswith(str(tmp_path)) for i in auto_items)
+    human = _training.select_training_data({**PARAMS, "coarse_labels": "human"}, "student", *ingested)
+    assert data.class_pixels[2] > human.class_pixels[2]  # the auto-labels' building pixels are counted
+    assert data.key != human.key
+
+
+def test_the_teacher_cannot_learn_from_auto_labels(ingested):
+    with pytest.raises(ValueError, match="only the student can train on auto-labels"):
+        _training.select_training_data({**PARAMS, "coarse_labels": "auto"}, "teacher", *ingested)
 
 
 def test_a_typo_in_the_trainer_block_is_named(ingested):

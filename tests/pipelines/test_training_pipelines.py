@@ -1,4 +1,6 @@
-"""teacher_training and student_training through `kedro run`, with MLflow's registry."""
+"""The training and auto-labelling pipelines through `kedro run`, with MLflow's registry."""
+
+import json
 
 import mlflow
 import numpy as np
@@ -14,14 +16,14 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
     project = copy_project(tmp_path)
     tiny_parameters(project)
     tiny_training(project, teacher={"devices": 2})  # the teacher under DDP: 2 CPU processes, gloo
-    run(["kedro", "run", "--pipelines", "data_ingestion,teacher_training,student_training"], project)
+    run(["kedro", "run"], project)  # the default chain
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("hmsa")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1  # one kedro run, one MLflow run, DDP included
     only = runs[0]
-    assert only.info.run_name == "data_ingestion+teacher_training+student_training"
+    assert only.info.run_name == "data_ingestion+teacher_training+auto_labeling+student_training"
     for role in ("teacher", "student"):
         history = client.get_metric_history(only.info.run_id, f"{role}/val/mIoU")
         assert [m.step for m in history] == [1, 2]  # once per epoch: rank 0 alone logs
@@ -40,6 +42,22 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
         assert labels.shape == (1, *image.shape[:2]) and labels.dtype == np.uint8 and labels.max() < 19
     finally:
         mlflow.set_tracking_uri(None)
+
+    # auto-labels: 3 PNGs per coarse image, a manifest the student read, a quality report
+    assert len(list((project / "data/04_feature/auto_labels").rglob("*_autoLabelTrainIds.png"))) == 4
+    assert json.loads((project / "data/08_reporting/metrics/auto_labeling.json").read_text())["human"]["accuracy"] == 1.0
+    info = json.loads((project / "data/04_feature/auto_labels_info.json").read_text())
+    assert info["teacher_source"] == "catalog"
+    labels = sorted((project / "data/04_feature/auto_labels").rglob("*_autoLabelTrainIds.png"))
+    mtimes = [p.stat().st_mtime_ns for p in labels]
+    # the teacher from the registry is the catalog's teacher: its labels are kept, nothing is relabelled
+    run(["kedro", "run", "--pipelines", "auto_labeling", "--params", "auto_labeling.teacher=models:/hmsa-teacher@newest"],
+        project)
+    again = json.loads((project / "data/04_feature/auto_labels_info.json").read_text())
+    assert again["teacher_source"] == "models:/hmsa-teacher@newest"
+    assert again["teacher_digest"] == info["teacher_digest"]
+    assert [p.stat().st_mtime_ns for p in labels] == mtimes
+
 
 
 @pytest.mark.slow

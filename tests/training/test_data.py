@@ -69,10 +69,20 @@ def test_class_uniform_crops_centre_on_the_drawn_class(tmp_path):
 
 def test_manifest_paths_must_stay_inside_the_root(tmp_path):
     manifest = pd.DataFrame({"image_path": ["../../etc/passwd"], "label_path": ["x.png"]})
-    with pytest.raises(ValueError, match="outside the data root"):
+    with pytest.raises(ValueError, match="outside its data root"):
         items_from_manifest(manifest, tmp_path)
 
 
 def test_empty_training_set_is_a_clear_error():
     with pytest.raises(ValueError, match="training set is empty"):
         TrainDataset([], crop=(16, 16))
+
+
+def test_labels_may_live_under_their_own_root(tmp_path):
+    manifest = pd.DataFrame({"image_path": ["img/a.png"], "label_path": ["city/a_autoLabelTrainIds.png"]})
+    item = items_from_manifest(manifest, tmp_path / "raw", "train_ids", tmp_path / "auto")[0]
+    assert item.image == str((tmp_path / "raw/img/a.png").resolve())
+    assert item.label == str((tmp_path / "auto/city/a_autoLabelTrainIds.png").resolve())
+    escaping = pd.DataFrame({"image_path": ["img/a.png"], "label_path": ["../raw/img/a.png"]})
+    with pytest.raises(ValueError, match="outside its data root"):
+        items_from_manifest(escaping, tmp_path / "raw", "train_ids", tmp_path / "auto")

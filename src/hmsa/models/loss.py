@@ -30,8 +30,13 @@ class SegmentationLoss(nn.Module):
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def _term(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # the weighted mean of cross_entropy, but 0 (not 0/0 = NaN) for a batch that is all ignore
         logits = resize(logits.float(), target.shape[-2:])
-        return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
+        total = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index,
+                                reduction="sum")
+        valid = target[target != self.ignore_index]
+        count = self.class_weights[valid].sum() if self.class_weights is not None else valid.numel()
+        return total / torch.clamp(torch.as_tensor(count, dtype=total.dtype, device=total.device), min=1e-12)
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.requires_grad and logits.shape[-2:] != target.shape[-2:]:

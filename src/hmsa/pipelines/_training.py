@@ -15,7 +15,7 @@ from hmsa import tracking
 from hmsa.config import parse_params
 from hmsa.training import run
 from hmsa.training.config import RoleConfig
-from hmsa.training.data import class_pixel_totals, items_from_manifest
+from hmsa.training.data import class_pixel_totals, items_from_manifest, label_pixel_totals
 
 log = logging.getLogger(__name__)
 KEYS = ["split", "image_id", "label_kind"]
@@ -27,29 +27,38 @@ def role_config(params: dict, role: str) -> RoleConfig:
 
 
 def select_training_data(params: dict, role: str, image_manifest: pd.DataFrame, class_pixel_counts: pd.DataFrame,
-                         class_centroids: pd.DataFrame, raw_data_info: dict[str, Any]) -> run.TrainData:
-    """Fine rows of ``fine_splits`` plus (with human coarse labels) coarse rows of ``coarse_splits``."""
+                         class_centroids: pd.DataFrame, raw_data_info: dict[str, Any],
+                         auto_label_manifest: pd.DataFrame | None = None,
+                         auto_labels_info: dict | None = None) -> run.TrainData:
+    """Fine rows of ``fine_splits`` plus the coarse images of ``coarse_splits``, labelled by
+    humans (``coarse_labels: human``), by the teacher (``auto``), or left out (``none``)."""
     cfg = role_config(params, role)
     manifest = image_manifest
-    wanted = manifest["split"].isin(cfg.fine_splits) & (manifest["label_kind"] == "fine")
-    if cfg.coarse_labels == "human":
-        wanted |= manifest["split"].isin(cfg.coarse_splits) & (manifest["label_kind"] == "coarse")
-    train_rows = manifest[wanted].reset_index(drop=True)
+    fine = manifest["split"].isin(cfg.fine_splits) & (manifest["label_kind"] == "fine")
+    human = manifest["split"].isin(cfg.coarse_splits) & (manifest["label_kind"] == "coarse")
+    train_rows = manifest[fine | human if cfg.coarse_labels == "human" else fine].reset_index(drop=True)
     val_rows = manifest[(manifest["split"] == cfg.val_split) & (manifest["label_kind"] == "fine")]
-    if train_rows.empty:
-        raise ValueError(f"{role}: no training rows for fine_splits={cfg.fine_splits}, coarse_splits={cfg.coarse_splits}")
     root = raw_data_info["root"]
-    counts = train_rows[KEYS].merge(class_pixel_counts, on=KEYS, how="left")
+    items = items_from_manifest(train_rows, root)
+    counts = class_pixel_totals(train_rows[KEYS].merge(class_pixel_counts, on=KEYS, how="left"))
+    if cfg.coarse_labels == "auto":
+        if auto_label_manifest is None or auto_labels_info is None:
+            raise ValueError(f"{role}.coarse_labels=auto: only the student can train on auto-labels (after auto_labeling)")
+        auto_rows = auto_label_manifest[auto_label_manifest["split"].isin(cfg.coarse_splits)]
+        auto_items = items_from_manifest(auto_rows, root, "train_ids", auto_labels_info["root"])
+        items += auto_items
+        counts = counts + label_pixel_totals(auto_items)
+    if not items:
+        raise ValueError(f"{role}: no training rows for fine_splits={cfg.fine_splits}, coarse_splits={cfg.coarse_splits}")
     centroids = None
-    if cfg.trainer.sampling == "class_uniform":
+    if cfg.trainer.sampling == "class_uniform":  # centroids exist for human-labelled rows
         index = train_rows[KEYS].assign(item=range(len(train_rows)))
         centroids = class_centroids.merge(index, on=KEYS, how="inner")
-    log.info("%s: %d training rows (%s), %d validation images", role, len(train_rows),
-             train_rows.groupby("label_kind").size().to_dict(), len(val_rows))
-    listing = "\n".join(train_rows["image_path"] + "|" + train_rows["label_path"])
-    key = f"{raw_data_info.get('dvc_md5')}:{hashlib.sha256(listing.encode()).hexdigest()[:16]}"
-    return run.TrainData(items_from_manifest(train_rows, root), items_from_manifest(val_rows, root),
-                         class_pixel_totals(counts), centroids, key)
+    log.info("%s: %d training images (%d fine, coarse labels: %s), %d validation images", role, len(items),
+             int(fine.sum()), cfg.coarse_labels, len(val_rows))
+    listing = "\n".join(f"{i.image}|{i.label}" for i in items)
+    key = f"{raw_data_info.get('dvc_md5')}:{cfg.coarse_labels}:{hashlib.sha256(listing.encode()).hexdigest()[:16]}"
+    return run.TrainData(items, items_from_manifest(val_rows, root), counts, centroids, key)
 
 
 class _Prefixed:
@@ -91,8 +100,12 @@ def register_model(params: dict, role: str, bundle: dict) -> dict:
     return info
 
 
-def training_pipeline(role: str) -> Pipeline:
-    """Manifests -> the role's weights, training curve, metrics and registered MLflow model."""
+def training_pipeline(role: str, auto_labels: bool = False) -> Pipeline:
+    """Manifests -> the role's weights, training curve, metrics and registered MLflow model.
+
+    ``auto_labels`` adds the auto-labelling outputs as inputs (the student's; never the
+    teacher's, whose model makes them).
+    """
 
     def for_role(fn):
         return update_wrapper(partial(fn, role=role), fn)
@@ -102,7 +115,8 @@ def training_pipeline(role: str) -> Pipeline:
         Node(
             for_role(select_training_data),
             {"params": params, "image_manifest": "image_manifest", "class_pixel_counts": "class_pixel_counts",
-             "class_centroids": "class_centroids", "raw_data_info": "raw_data_info"},
+             "class_centroids": "class_centroids", "raw_data_info": "raw_data_info"}
+            | ({"auto_label_manifest": "auto_label_manifest", "auto_labels_info": "auto_labels_info"} if auto_labels else {}),
             f"{role}_train_data",
             name=f"select_{role}_data",
         ),

@@ -71,12 +71,3 @@ class RoleConfig(BaseModel):
     val_split: str = "val"
     registered_model_name: str = Field(..., min_length=1)
 
-    @model_validator(mode="after")
-    def _check(self) -> "RoleConfig":
-        if self.coarse_labels == "auto":
-            raise ValueError(
-                "coarse_labels=auto needs the auto_labeling pipeline, which this version does not have yet; "
-                "use human or none"
-            )
-        return self
-

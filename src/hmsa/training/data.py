@@ -37,17 +37,31 @@ class Item:
     label_format: str = "label_ids"
 
 
-def items_from_manifest(manifest: pd.DataFrame, root: str | Path, label_format: str = "label_ids") -> list[Item]:
-    """Items for the manifest rows, paths resolved against ``root``; refuses paths that leave it."""
+def items_from_manifest(manifest: pd.DataFrame, root: str | Path, label_format: str = "label_ids",
+                        label_root: str | Path | None = None) -> list[Item]:
+    """Items for the manifest rows: images under ``root``, labels under ``label_root`` (default
+    ``root``); refuses paths that leave their root."""
     root = Path(root).resolve()
+    label_root = Path(label_root).resolve() if label_root is not None else root
     items = []
     for row in manifest.itertuples(index=False):
-        image, label = (root / row.image_path).resolve(), (root / row.label_path).resolve()
-        for path in (image, label):
-            if not path.is_relative_to(root):
-                raise ValueError(f"manifest path {path} is outside the data root {root}; rebuild the manifest")
+        image, label = (root / row.image_path).resolve(), (label_root / row.label_path).resolve()
+        for path, base in ((image, root), (label, label_root)):
+            if not path.is_relative_to(base):
+                raise ValueError(f"manifest path {path} is outside its data root {base}; rebuild the manifest")
         items.append(Item(str(image), str(label), label_format))
     return items
+
+
+def label_pixel_totals(items: list[Item]) -> np.ndarray:
+    """Pixels of each of the 19 classes in the items' label files (for labels without a count table)."""
+    totals = np.zeros(NUM_CLASSES, dtype=np.int64)
+    for item in items:
+        with Image.open(item.label) as lab:
+            ids = np.asarray(lab)
+        train_ids = label_ids_to_train_ids(ids) if item.label_format == "label_ids" else ids
+        totals += np.bincount(train_ids.ravel(), minlength=256)[:NUM_CLASSES]
+    return totals
 
 
 def load_pair(item: Item) -> tuple[tv_tensors.Image, tv_tensors.Mask]:

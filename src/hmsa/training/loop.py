@@ -57,11 +57,11 @@ def fingerprint(model_cfg: ModelConfig, cfg: TrainerConfig, data_key: str = "") 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def pick_device(cfg: TrainerConfig, local_rank: int = 0) -> torch.device:
-    """cuda when asked for (or available with ``auto``), else cpu."""
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
+    """``choice`` auto | cpu | cuda: cuda when asked for (or available with auto), else cpu."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use auto or cpu")
+            raise RuntimeError("device=cuda but no CUDA device is visible; use auto or cpu")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
@@ -114,7 +114,7 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
     identifies the training data). A resumed run logs the earlier epochs again, so that the
     new MLflow run holds the whole curve.
     """
-    device = pick_device(cfg, local_rank)
+    device = pick_device(cfg.device, local_rank)
     ckpt_dir = Path(cfg.checkpoint_dir)
     main = rank == 0
     torch.manual_seed(cfg.seed)

@@ -55,7 +55,7 @@ def train(model_cfg: ModelConfig, cfg: TrainerConfig, data: TrainData, log_fn: C
     here. Rank 0 alone writes checkpoints and logs.
     """
     rank, world, local_rank = distributed.env_world()
-    use_cuda = pick_device(cfg).type == "cuda"
+    use_cuda = pick_device(cfg.device).type == "cuda"
     if world > 1:
         distributed.init(use_cuda)
         return _fit(rank, world, model_cfg, cfg, data, log_fn, local_rank)

@@ -6,5 +6,5 @@ from hmsa.pipelines._training import training_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Manifests -> student weights, training curve, metrics, registered MLflow model."""
-    return training_pipeline("student")
+    """Manifests + auto-labels -> student weights, training curve, metrics, registered MLflow model."""
+    return training_pipeline("student", auto_labels=True)

@@ -1,0 +1,134 @@
+"""Nodes of the auto_labeling pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from hmsa import autolabel
+from hmsa.config import parse_params
+from hmsa.data.labels import TRAIN_CLASS_COLORS, label_ids_to_train_ids
+from hmsa.serving import model_from_bundle
+from hmsa.training import distributed
+from hmsa.training.loop import pick_device
+
+log = logging.getLogger(__name__)
+CONF_FILE = "conf/base/parameters_auto_labeling.yml"
+
+
+def _config(params: dict) -> autolabel.AutoLabelConfig:
+    return parse_params(autolabel.AutoLabelConfig, params, "auto_labeling", CONF_FILE)
+
+
+def _teacher(cfg: autolabel.AutoLabelConfig, teacher_model: dict) -> torch.nn.Module:
+    if cfg.teacher == "catalog":
+        return model_from_bundle(teacher_model)
+    import mlflow.pyfunc
+
+    log.info("Loading the teacher from %s", cfg.teacher)
+    return mlflow.pyfunc.load_model(cfg.teacher).unwrap_python_model().model
+
+
+def auto_label(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
+               raw_data_info: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+    """Label every coarse image of ``splits`` (this process's share under torchrun).
+
+    Returns the manifest the student reads (paths relative to the output folder) and where
+    the labels are.
+    """
+    cfg = _config(params)
+    rows = image_manifest[image_manifest["split"].isin(cfg.splits) & (image_manifest["label_kind"] == "coarse")]
+    if rows.empty:
+        raise ValueError(f"auto_labeling.splits {cfg.splits}: no coarse images to label")
+    root, out_dir = Path(raw_data_info["root"]), Path(cfg.output_dir)
+    jobs = [autolabel.Job(r.image_id, r.city, str(root / r.image_path), str(root / r.label_path))
+            for r in rows.itertuples(index=False)]
+    rank, world, _ = distributed.env_world()
+    device = pick_device(cfg.device)
+    model = _teacher(cfg, teacher_model).to(device)
+    stamp = {"teacher": autolabel.model_digest(model), "refinement": dataclasses.asdict(cfg.refinement()),
+             "scales": sorted(cfg.scales), "flip": cfg.flip}
+    if rank == 0:
+        autolabel.prepare_output(out_dir, stamp)
+    if world > 1:
+        distributed.init(device.type == "cuda")
+        torch.distributed.barrier()  # rank 0 has cleared stale labels before anyone writes
+    counts = autolabel.label_images(model, jobs, out_dir, cfg.refinement(), cfg.scales, cfg.flip, cfg.batch_size,
+                                    cfg.readers, cfg.writers, rank, world, cfg.progress_bar)
+    log.info("auto-labelling: %d labelled, %d already done (rank %d of %d)", counts["labelled"], counts["skipped"], rank, world)
+    if world > 1:
+        torch.distributed.barrier()  # every shard is written before anyone reads the whole set
+    manifest = rows[["split", "city", "image_id", "image_path", "label_path", "heldout_fine_path"]].rename(
+        columns={"label_path": "human_label_path"}).reset_index(drop=True)
+    for kind, suffix in autolabel.SUFFIXES.items():
+        manifest[f"{kind}_path"] = manifest["city"] + "/" + manifest["image_id"] + suffix
+    info = {"root": str(out_dir), "teacher_source": cfg.teacher, "teacher_digest": stamp["teacher"],
+            "threshold": cfg.threshold, "merge_human_coarse": cfg.merge_human_coarse,
+            "union_classes": cfg.union_classes, "border": cfg.border, "scales": cfg.scales, "flip": cfg.flip}
+    return manifest, info
+
+
+def label_quality(auto_label_manifest: pd.DataFrame, auto_labels_info: dict, raw_data_info: dict,
+                  params: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Figure, dict, dict]:
+    """Coverage and accuracy against the held-out fine truth, human coarse labels beside them."""
+    cfg = _config(params)
+    root, out = Path(raw_data_info["root"]), Path(auto_labels_info["root"])
+    m = auto_label_manifest
+    rows = pd.DataFrame({
+        "label": [str(out / p) for p in m["label_path"]],
+        "confidence": [str(out / p) for p in m["confidence_path"]],
+        "prediction": [str(out / p) for p in m["prediction_path"]],
+        "human": [str(root / p) for p in m["human_label_path"]],
+        "fine": [str(root / p) if isinstance(p, str) else None for p in m["heldout_fine_path"]],
+    })
+    q = autolabel.quality(rows, cfg.sweep_thresholds)
+    summary = q["summary"]
+    metrics = {r.source: {"coverage": round(float(r.coverage), 6), "accuracy": round(float(r.accuracy), 6)}
+               for r in summary.itertuples()}
+    flat = {f"auto_labels/{src}_{k}": {"value": v, "step": 0} for src, d in metrics.items() for k, v in d.items()
+            if np.isfinite(v)}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(q["sweep"]["threshold"], q["sweep"]["coverage"], "o-", label="coverage")
+    ax.plot(q["sweep"]["threshold"], q["sweep"]["accuracy"], "s-", label="accuracy")
+    ax.axvline(cfg.threshold, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("confidence threshold")
+    ax.set_title("Auto-labels against held-out fine truth")
+    ax.legend()
+    fig.tight_layout()
+    return summary, q["per_class"], q["sweep"], fig, metrics, flat
+
+
+def label_panels(auto_labels: dict, auto_label_manifest: pd.DataFrame, raw_data_info: dict, params: dict) -> Figure:
+    """image / human coarse / auto-label / confidence, for the first few images."""
+    cfg = _config(params)
+    root = Path(raw_data_info["root"])
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: len(TRAIN_CLASS_COLORS)] = TRAIN_CLASS_COLORS
+    rows = auto_label_manifest.head(max(1, cfg.panels))
+    fig, axes = plt.subplots(len(rows), 4, figsize=(14, 2.2 * len(rows)), squeeze=False)
+    for ax_row, r in zip(axes, rows.itertuples(index=False)):
+        key = r.label_path.removesuffix(".png")
+        conf_key = r.confidence_path.removesuffix(".png")
+        with Image.open(root / r.image_path) as img, Image.open(root / r.human_label_path) as hum:
+            image, human = np.asarray(img.convert("RGB")), label_ids_to_train_ids(np.asarray(hum))
+        label = np.asarray(auto_labels[key]())
+        conf = np.asarray(auto_labels[conf_key]())
+        for ax, picture, title in zip(ax_row, (image, palette[human], palette[label], conf),
+                                      ("image", "human coarse", "auto-label", "confidence")):
+            ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,19 @@
+"""The auto_labeling pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from . import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Teacher + coarse images -> auto-label PNGs, their manifest, and the quality report."""
+    return Pipeline([
+        Node(nodes.auto_label, ["params:auto_labeling", "teacher_model", "image_manifest", "raw_data_info"],
+             ["auto_label_manifest", "auto_labels_info"], name="auto_label"),
+        Node(nodes.label_quality, ["auto_label_manifest", "auto_labels_info", "raw_data_info", "params:auto_labeling"],
+             ["auto_label_quality", "auto_label_quality_per_class", "auto_label_threshold_sweep",
+              "auto_label_threshold_plot", "auto_labeling_metrics", "auto_labeling_mlflow_metrics"],
+             name="label_quality"),
+        Node(nodes.label_panels, ["auto_labels", "auto_label_manifest", "raw_data_info", "params:auto_labeling"],
+             "auto_label_panels", name="label_panels"),
+    ])
