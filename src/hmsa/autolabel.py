@@ -126,6 +126,13 @@ class Job:
     human: str | None
 
 
+def read_image(path: str | Path) -> torch.Tensor:
+    """An RGB image as a float tensor (3, H, W) in [0, 1]."""
+    with Image.open(path) as img:
+        array = np.array(img.convert("RGB"))
+    return torch.from_numpy(array).permute(2, 0, 1).float().div(255)
+
+
 class _Images(Dataset):
     def __init__(self, jobs: list[Job]):
         self.jobs = jobs
@@ -134,12 +141,11 @@ class _Images(Dataset):
         return len(self.jobs)
 
     def __getitem__(self, i: int):
-        with Image.open(self.jobs[i].image) as img:
-            array = np.array(img.convert("RGB"))
-        return torch.from_numpy(array).permute(2, 0, 1).float().div(255), i
+        return read_image(self.jobs[i].image), i
 
 
-def _write(job: Job, out_dir: Path, prediction: np.ndarray, confidence: np.ndarray, settings: Refinement) -> None:
+def write_outputs(job: Job, out_dir: Path, prediction: np.ndarray, confidence: np.ndarray, settings: Refinement) -> None:
+    """Threshold and refine one image's prediction and write its three PNGs."""
     human = None
     if job.human:
         with Image.open(job.human) as lab:
@@ -171,7 +177,7 @@ def label_images(model, jobs: list[Job], out_dir: Path, settings: Refinement, sc
         for images, index in tqdm(loader, desc="auto-label", unit="batch", disable=None if progress else True):
             prediction, confidence = predict(model, images.to(device), scales, flip)
             for k, i in enumerate(index.tolist()):
-                pending.append(pool.submit(_write, todo[i], out_dir, prediction[k], confidence[k], settings))
+                pending.append(pool.submit(write_outputs, todo[i], out_dir, prediction[k], confidence[k], settings))
         for future in pending:
             future.result()  # surface write errors
     return {"labelled": len(todo), "skipped": len(mine) - len(todo), "total": len(mine)}

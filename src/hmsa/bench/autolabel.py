@@ -42,8 +42,8 @@ def run(workers: int, quick: bool = False) -> dict[str, dict]:
         pred, conf = np.zeros(size, np.uint8), np.full(size, 0.95)
         start = time.perf_counter()
         for job in jobs:
-            autolabel._Images([job])[0]
-            autolabel._write(job, Path(tmp) / "io", pred, conf, settings)
+            autolabel.read_image(job.image)
+            autolabel.write_outputs(job, Path(tmp) / "io", pred, conf, settings)
         io = time.perf_counter() - start
     return {
         "autolabel_images_per_s": {

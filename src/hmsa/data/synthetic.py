@@ -44,7 +44,7 @@ GENERATOR_VERSION = 1
 STAMP_FILE = "synthcity.json"
 
 _ID = {name: LABEL_BY_NAME[name].id for name in (
-    "unlabeled", "ego vehicle", "road", "sidewalk", "building", "fence", "pole",
+    "unlabeled", "ego vehicle", "road", "sidewalk", "building", "pole",
     "traffic light", "traffic sign", "vegetation", "terrain", "sky", "person", "car",
     "truck", "bus",
 )}
