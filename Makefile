@@ -11,8 +11,9 @@ export DVC_NO_ANALYTICS := 1
 setup:
 	@VENV=$(VENV) scripts/ensure_venv.sh
 
-run: setup  ## the whole workflow on the embedded SynthCity data set
+run: setup  ## the whole workflow on the embedded SynthCity data set, then its mIoU table
 	$(BIN)/kedro run
+	$(BIN)/python -m hmsa.evaluation
 
 test: setup  ## lint, then every test (the slow end-to-end ones included)
 	$(BIN)/ruff check src tests

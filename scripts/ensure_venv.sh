@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment.
-# The venv is reused while requirements.txt and pyproject.toml are unchanged (a stamp
+# The venv is reused while requirements*.txt and pyproject.toml are unchanged (a stamp
 # holds their hash) and its Python still runs; otherwise it is rebuilt from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
-spec_hash=$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+spec_hash=$(cat requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -c1-16)
 stamp="$VENV/.hmsa-spec-$spec_hash"
 
 if [ -f "$stamp" ] && "$VENV/bin/python" -c "import hmsa, torch, kedro" >/dev/null 2>&1; then
@@ -34,5 +34,7 @@ echo "[setup] installing pinned dependencies (pip; the torch wheels are large, t
 "$VENV/bin/python" -m pip install --quiet -r requirements.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 "$VENV/bin/python" -m pip check
+# after the check: these are installed without their declared dependencies on purpose
+"$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
 touch "$stamp"
 echo "[setup] environment ready in $(( $(date +%s) - start )) s"

@@ -7,8 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from hmsa.data.synthetic import SynthCitySpec, generate
+from hmsa.models import ModelConfig, build_model
+from tests.models.conftest import TINY
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,3 +44,12 @@ def tiny_tree(tiny_tree_master, tmp_path) -> Path:
     root = tmp_path / "synthcity"
     shutil.copytree(tiny_tree_master, root)
     return root
+
+
+@pytest.fixture
+def tiny_model():
+    """``make(kind, **overrides)``: a TINY model with fixed initial weights, in eval mode."""
+    def make(kind: str = "hmsa", **extra):
+        torch.manual_seed(0)
+        return build_model(ModelConfig(kind=kind, **{**TINY, **extra})).eval()
+    return make

@@ -22,7 +22,7 @@ def test_dvc_repro_then_nothing_to_do_then_push_and_pull(tmp_path):
     run(["git", "commit", "-qm", "project"], project)
 
     first = run(["dvc", "repro"], project)
-    for stage in ("data_ingestion", "teacher_training", "student_training"):
+    for stage in ("data_ingestion", "teacher_training", "auto_labeling", "student_training", "evaluation"):
         assert f"Running stage '{stage}'" in first.stdout
     lock = (project / "dvc.lock").read_text()
     assert provenance.dvc_hash(project / "data/01_raw/synthcity") in lock
@@ -33,8 +33,16 @@ def test_dvc_repro_then_nothing_to_do_then_push_and_pull(tmp_path):
     assert "up to date" in run(["dvc", "status"], project).stdout
 
     metrics = json.dumps(json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout))
-    for name in ("data_ingestion", "teacher_training", "student_training"):
+    for name in ("data_ingestion", "teacher_training", "student_training", "evaluation"):
         assert f"data/08_reporting/metrics/{name}.json" in metrics
+    assert "hierarchical/0.5-1.0-2.0" in metrics
+
+    # `dvc plots show` renders every declared plot, the evaluation's included
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    names = json.dumps(plots)
+    for plot in ("evaluation_per_class.csv", "evaluation_attention.png", "teacher_training_curve.csv"):
+        assert plot in names
+    assert not plots.get("errors")
 
     # the metrics file is meant for git, the data for DVC
     status = run(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout
@@ -51,6 +59,7 @@ def test_dvc_repro_then_nothing_to_do_then_push_and_pull(tmp_path):
     run(["dvc", "remote", "modify", "--local", "local", "url", str(project / "dvc-storage")], clone)
     run(["dvc", "pull"], clone)
     assert provenance.dvc_hash(clone / "data/01_raw/synthcity") == provenance.dvc_hash(project / "data/01_raw/synthcity")
-    for out in ("data/03_primary/image_manifest.parquet", "data/06_models/student.pt"):
+    for out in ("data/03_primary/image_manifest.parquet", "data/06_models/student.pt",
+                "data/08_reporting/evaluation_results.csv"):
         assert (clone / out).read_bytes() == (project / out).read_bytes()
     assert "up to date" in run(["dvc", "status"], clone).stdout

@@ -75,3 +75,35 @@ def log_and_register(bundle: dict, registered_name: str, pip_requirements: list[
     MlflowClient().set_registered_model_alias(registered_name, NEWEST_ALIAS, version)
     return {"model_uri": info.model_uri, "registered_model": registered_name, "version": int(version),
             "alias": NEWEST_ALIAS}
+
+
+#: model-version tags written by the evaluation
+MIOU_TAG, SETTING_TAG = "hmsa.val_miou", "hmsa.best_setting"
+
+
+def crown(versions: dict[str, tuple[str, str, float, str]], alias: str) -> dict:
+    """Record each version's evaluated mIoU as version tags, then point ``alias`` of each
+    registered model at its best-scoring evaluated version (this run's or an earlier one).
+
+    ``versions``: ``{label: (registered model, version, mIoU, best setting)}``. Returns, per
+    label, the registered model, the version holding the alias and its mIoU.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    crowned = {}
+    for label, (name, version, miou, setting) in versions.items():
+        try:
+            client.set_model_version_tag(name, version, MIOU_TAG, f"{miou:.6f}")
+            client.set_model_version_tag(name, version, SETTING_TAG, setting)
+            scored = [(float(v.tags[MIOU_TAG]), int(v.version)) for v in
+                      client.search_model_versions(f"name = '{name}'") if MIOU_TAG in v.tags]
+            best_miou, best_version = max(scored)
+            client.set_registered_model_alias(name, alias, str(best_version))
+        except MlflowException as err:
+            raise RuntimeError(
+                f"MLflow registry at {mlflow.get_tracking_uri()}: cannot tag {name} version {version} ({err}). "
+                "Was the model trained against another tracking store? Rerun its training pipeline."
+            ) from err
+        crowned[label] = {"registered_model": name, "alias": alias, "version": best_version, "miou": best_miou}
+    return crowned

@@ -193,7 +193,7 @@ def test_interrupted_generation_keeps_the_previous_tree(tmp_path, monkeypatch):
     before = _files(root)
 
     def fail(*args, **kwargs):
-        Path(args[0]).mkdir(parents=True)
+        Path(args[0]).mkdir(parents=True, exist_ok=True)
         (Path(args[0]) / "partial.png").write_bytes(b"half")
         raise KeyboardInterrupt
 

@@ -1,16 +1,4 @@
-import pytest
-import torch
-
-from hmsa.models import ModelConfig, build_model
 
 #: a small CPU model: real trunk and heads, narrow channels
 TINY = dict(trunk="mobilenetv3_large", output_stride=16, aspp_channels=16, aspp_rates=(2, 4, 6), aspp_pooling=False,
             low_level_channels=8, decoder_channels=16, aux_channels=8, attn_channels=8)
-
-
-@pytest.fixture
-def tiny_model():
-    def make(kind: str = "hmsa", **extra):
-        torch.manual_seed(0)
-        return build_model(ModelConfig(kind=kind, **{**TINY, **extra})).eval()
-    return make

@@ -63,3 +63,24 @@ def test_the_teacher_cannot_learn_from_auto_labels(ingested):
 def test_a_typo_in_the_trainer_block_is_named(ingested):
     with pytest.raises(ParameterError, match=r"teacher\.trainer\.learning_rate: unknown parameter"):
         _training.select_training_data({**PARAMS, "trainer": {"learning_rate": 1}}, "teacher", *ingested)
+
+
+def test_variants_train_the_baselines_beside_the_student(ingested, tmp_path):
+    from tests.models.conftest import TINY
+
+    params = {**PARAMS, "coarse_labels": "none", "variants": ["single", "human"],
+              "model": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
+              "trainer": {"epochs": 1, "batch_size": 2, "crop": [32, 32], "num_workers": 0, "progress_bar": False,
+                          "checkpoint_dir": str(tmp_path / "ckpt")}}
+    bundles, metrics, registry = _training.train_variants(params, "student", *ingested)
+    assert sorted(bundles) == sorted(metrics) == sorted(registry) == ["human", "single"]
+    assert bundles["single"]["model_config"]["kind"] == "single"
+    assert bundles["human"]["model_config"]["kind"] == "hmsa"
+    assert registry["single"] == {"registered_model": "m-single", "version": None}  # no MLflow run is active
+    assert sorted(p.name for p in tmp_path.glob("ckpt*")) == ["ckpt-human", "ckpt-single"]
+    assert metrics["human"]["epochs"] == metrics["single"]["epochs"] == 1
+
+
+def test_unknown_variant_is_named(ingested):
+    with pytest.raises(ParameterError, match="student.variants"):
+        _training.train_variants({**PARAMS, "variants": ["average"]}, "student", *ingested)

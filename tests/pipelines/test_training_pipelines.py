@@ -4,6 +4,7 @@ import json
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -16,6 +17,10 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
     project = copy_project(tmp_path)
     tiny_parameters(project)
     tiny_training(project, teacher={"devices": 2})  # the teacher under DDP: 2 CPU processes, gloo
+    student = project / "conf/base/parameters_student_training.yml"
+    params = yaml.safe_load(student.read_text())
+    params["student"]["variants"] = ["single", "explicit", "human"]  # the paper's baselines, for the evaluation
+    student.write_text(yaml.safe_dump(params, sort_keys=False))
     run(["kedro", "run"], project)  # the default chain
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
@@ -23,7 +28,7 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1  # one kedro run, one MLflow run, DDP included
     only = runs[0]
-    assert only.info.run_name == "data_ingestion+teacher_training+auto_labeling+student_training"
+    assert only.info.run_name == "data_ingestion+teacher_training+auto_labeling+student_training+evaluation"
     for role in ("teacher", "student"):
         history = client.get_metric_history(only.info.run_id, f"{role}/val/mIoU")
         assert [m.step for m in history] == [1, 2]  # once per epoch: rank 0 alone logs
@@ -42,6 +47,24 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
         assert labels.shape == (1, *image.shape[:2]) and labels.dtype == np.uint8 and labels.max() < 19
     finally:
         mlflow.set_tracking_uri(None)
+
+    # evaluation: every model in the table and in MLflow, champions aliased
+    results = pd.read_csv(project / "data/08_reporting/evaluation_results.csv")
+    models = ["teacher", "student", "student_single", "student_explicit", "student_human"]
+    assert list(results["model"].unique()) == models
+    metrics = only.data.metrics
+    assert "mIoU/student/hierarchical/0.5-1.0-2.0" in metrics and "mIoU/student_single/average/0.5-1.0-2.0/flip" in metrics
+    assert metrics["best_mIoU"] == pytest.approx(results["miou"].max())
+    artifacts = {a.path for a in client.list_artifacts(only.info.run_id, "evaluation")}
+    assert {"evaluation/evaluation_results.csv", "evaluation/evaluation_attention.png"} <= artifacts
+    champions = json.loads((project / "data/08_reporting/evaluation_champions.json").read_text())
+    assert sorted(champions) == sorted(models)
+    for label, entry in champions.items():
+        version = client.get_model_version_by_alias(entry["registered_model"], "champion")
+        assert int(version.version) == entry["version"]
+        assert float(version.tags["hmsa.val_miou"]) == pytest.approx(results.query("model == @label")["miou"].max(),
+                                                                     abs=1e-6)
+    assert len(list((project / "data/07_model_output/cityscapes_results").rglob("*_pred_labelIds.png"))) == 2
 
     # auto-labels: 3 PNGs per coarse image, a manifest the student read, a quality report
     assert len(list((project / "data/04_feature/auto_labels").rglob("*_autoLabelTrainIds.png"))) == 4

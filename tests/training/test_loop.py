@@ -36,6 +36,15 @@ def test_fit_writes_checkpoints_and_logs_each_epoch(tiny_setup):
     assert result.history[-1]["lr"] == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("kind", ["single", "explicit"])
+def test_every_model_kind_trains_and_validates(tiny_setup, kind):
+    items, model_cfg, trainer = tiny_setup
+    model_cfg = model_cfg.model_copy(update={"kind": kind})
+    result = fit(model_cfg, trainer.model_copy(update={"epochs": 1}), *_data(items, trainer))
+    assert 0.0 <= result.history[0]["val_miou"] <= 1.0  # explicit attention validates on its own scales
+    assert result.model_config["kind"] == kind
+
+
 class Crash(Exception):
     pass
 

@@ -84,6 +84,17 @@ TRAIN_CLASS_COLORS: tuple[tuple[int, int, int], ...] = tuple(
 )
 
 
+def _build_palette() -> np.ndarray:
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: len(TRAIN_CLASS_COLORS)] = TRAIN_CLASS_COLORS
+    return palette
+
+
+#: 256 x 3 lookup table: trainId -> RGB colour (ignore and unused ids black)
+TRAIN_ID_PALETTE: np.ndarray = _build_palette()
+TRAIN_ID_PALETTE.setflags(write=False)
+
+
 def _build_id_to_train_id() -> np.ndarray:
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
     for label in LABELS:

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hmsa.data import cityscapes
 from hmsa.data.labels import LABEL_BY_NAME
+from hmsa.fileio import replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -536,9 +534,11 @@ def _jobs(root: Path, spec: SynthCitySpec):
 
 
 def generate(root: Path, spec: SynthCitySpec, workers: int = 1) -> int:
-    """Write the whole data set under ``root`` (which must not exist yet); returns images written."""
+    """Write the whole data set under ``root`` (absent or empty); returns images written."""
     root = Path(root)
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
+    if any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty: SynthCity is generated into a new or empty folder")
     jobs = list(_jobs(root, spec))
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -578,20 +578,14 @@ def ensure_generated(root: Path, spec: SynthCitySpec, workers: int = 1) -> bool:
             f"{root} exists but is not a SynthCity tree (no {STAMP_FILE}); refusing to replace it. "
             "Point data.synthetic_root at another folder, or remove this one."
         )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = root.parent / f".{root.name}.tmp-{tag}"
-    old = root.parent / f".{root.name}.old-{tag}"
     start = time.perf_counter()
-    try:
+
+    def fill(tmp: Path) -> int:
         count = generate(tmp, spec, workers)
         (tmp / STAMP_FILE).write_text(json.dumps(_stamp(spec), indent=2, sort_keys=True) + "\n")
-        if root.exists():
-            os.replace(root, old)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        return count
+
+    count = replace_folder(root, fill)
     seconds = time.perf_counter() - start
     log.info("Generated SynthCity: %d images in %.1f s (%.1f images/s) into %s",
              count, seconds, count / max(seconds, 1e-9), root)

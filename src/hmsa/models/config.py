@@ -41,6 +41,12 @@ class ModelConfig(BaseModel):
         return self
 
     @property
+    def val_scales(self) -> tuple[float, ...]:
+        """The scales of the per-epoch validation: 1.0, or all of explicit attention's scales
+        (it cannot run on fewer)."""
+        return self.train_scales if self.kind == "explicit" else (1.0,)
+
+    @property
     def train_scales(self) -> tuple[float, ...]:
         """The scales one training step runs the network at."""
         if self.kind == "hmsa":

@@ -102,21 +102,20 @@ class Segmenter(nn.Module):
         """hierarchical for HMSA, explicit for explicit attention, average otherwise."""
         return {"hmsa": "hierarchical", "explicit": "explicit", "single": "average"}[self.cfg.kind]
 
-    def _predict_once(self, images: torch.Tensor, scales: tuple[float, ...], rule: str):
-        outs = {s: self.run_scale(images, s) for s in scales}
+    def scale_outputs(self, images: torch.Tensor, scales: Sequence[float]) -> dict[float, dict]:
+        """``run_scale`` for each scale: the per-scale outputs every fusion rule works from."""
+        return {float(s): self.run_scale(images, s) for s in scales}
+
+    def fuse_outputs(self, outs: dict[float, dict], rule: str) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+        """Fused logits (stride 4 of the 1.0 scale) and each scale's attention, from ``scale_outputs``."""
         weights = self._scale_weights(outs) if rule == "explicit" else None
         return self._fused(outs, "logits", rule, weights), {s: o["attn"] for s, o in outs.items() if o["attn"] is not None}
 
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
-                fusion_rule: str | None = None) -> dict:
-        """Multi-scale inference: logits at the input size and each scale's attention map.
-
-        ``scales`` must contain 1.0. ``flip`` also runs the mirrored image and averages
-        the fused logits. ``fusion_rule`` defaults to the model's own rule.
-        """
+    def check_fusion(self, rule: str, scales: Sequence[float]) -> tuple[float, ...]:
+        """The scales to run for ``rule``; a clear error when the rule does not fit this model."""
         scales = fusion.check_scales(scales)
-        rule = fusion_rule or self.default_fusion()
+        if rule not in fusion.FUSIONS:
+            raise ValueError(f"fusion: unknown rule {rule!r}; choose one of {fusion.FUSIONS}")
         if rule == "hierarchical" and self.attn_head is None:
             raise ValueError(f"hierarchical fusion needs an HMSA model; this one is '{self.cfg.kind}'")
         if rule == "explicit":
@@ -127,7 +126,22 @@ class Segmenter(nn.Module):
                     f"explicit attention works only on the scales it was trained on, {list(self.cfg.train_scales)}; "
                     f"got {list(scales)}"
                 )
-            scales = self.cfg.train_scales
+            return self.cfg.train_scales
+        return scales
+
+    def _predict_once(self, images: torch.Tensor, scales: tuple[float, ...], rule: str):
+        return self.fuse_outputs(self.scale_outputs(images, scales), rule)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
+                fusion_rule: str | None = None) -> dict:
+        """Multi-scale inference: logits at the input size and each scale's attention map.
+
+        ``scales`` must contain 1.0. ``flip`` also runs the mirrored image and averages
+        the fused logits. ``fusion_rule`` defaults to the model's own rule.
+        """
+        rule = fusion_rule or self.default_fusion()
+        scales = self.check_fusion(rule, scales)
         size = images.shape[-2:]
         logits, attn = self._predict_once(images, scales, rule)
         if flip:

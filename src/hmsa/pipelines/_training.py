@@ -32,7 +32,14 @@ def select_training_data(params: dict, role: str, image_manifest: pd.DataFrame, 
                          auto_labels_info: dict | None = None) -> run.TrainData:
     """Fine rows of ``fine_splits`` plus the coarse images of ``coarse_splits``, labelled by
     humans (``coarse_labels: human``), by the teacher (``auto``), or left out (``none``)."""
-    cfg = role_config(params, role)
+    return training_data(role_config(params, role), role, image_manifest, class_pixel_counts, class_centroids,
+                         raw_data_info, auto_label_manifest, auto_labels_info)
+
+
+def training_data(cfg: RoleConfig, role: str, image_manifest: pd.DataFrame, class_pixel_counts: pd.DataFrame,
+                  class_centroids: pd.DataFrame, raw_data_info: dict[str, Any],
+                  auto_label_manifest: pd.DataFrame | None = None, auto_labels_info: dict | None = None) -> run.TrainData:
+    """``select_training_data`` for a validated configuration."""
     manifest = image_manifest
     fine = manifest["split"].isin(cfg.fine_splits) & (manifest["label_kind"] == "fine")
     human = manifest["split"].isin(cfg.coarse_splits) & (manifest["label_kind"] == "coarse")
@@ -73,7 +80,11 @@ class _Prefixed:
 
 def train_model(params: dict, role: str, data: run.TrainData) -> tuple[dict, pd.DataFrame, dict]:
     """Train; return the best model bundle, the training curve and the summary metrics."""
-    cfg = role_config(params, role)
+    return train_role(role_config(params, role), role, data)
+
+
+def train_role(cfg: RoleConfig, role: str, data: run.TrainData) -> tuple[dict, pd.DataFrame, dict]:
+    """``train_model`` for a validated configuration; MLflow metrics are prefixed with ``role``."""
     logger = tracking.EpochLogger.for_active_run()
     result = run.train(cfg.model, cfg.trainer, data, _Prefixed(logger, role) if logger else None)
     curve = pd.DataFrame(result.history)
@@ -90,7 +101,11 @@ def train_model(params: dict, role: str, data: run.TrainData) -> tuple[dict, pd.
 
 def register_model(params: dict, role: str, bundle: dict) -> dict:
     """Log the model to MLflow as a pyfunc, register it and alias the new version ``newest``."""
-    cfg = role_config(params, role)
+    return register(role_config(params, role), role, bundle)
+
+
+def register(cfg: RoleConfig, role: str, bundle: dict) -> dict:
+    """``register_model`` for a validated configuration."""
     requirements = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "torchvision", "numpy", "pydantic", "mlflow")]
     info = tracking.log_and_register(bundle, cfg.registered_model_name, requirements)
     if info is None:
@@ -100,11 +115,32 @@ def register_model(params: dict, role: str, bundle: dict) -> dict:
     return info
 
 
-def training_pipeline(role: str, auto_labels: bool = False) -> Pipeline:
+def train_variants(params: dict, role: str, image_manifest: pd.DataFrame, class_pixel_counts: pd.DataFrame,
+                   class_centroids: pd.DataFrame, raw_data_info: dict[str, Any],
+                   auto_label_manifest: pd.DataFrame | None = None,
+                   auto_labels_info: dict | None = None) -> tuple[dict, dict, dict]:
+    """Train and register each baseline of ``<role>.variants`` (HMSA.md section 7).
+
+    Returns ``{variant: bundle}``, ``{variant: summary metrics}`` and ``{variant: registry
+    info}``; all three are empty when no variant is asked for.
+    """
+    cfg = role_config(params, role)
+    bundles, metrics, registry = {}, {}, {}
+    for name in dict.fromkeys(cfg.variants):
+        variant, label = cfg.variant(name), f"{role}_{name}"
+        data = training_data(variant, label, image_manifest, class_pixel_counts, class_centroids, raw_data_info,
+                             auto_label_manifest, auto_labels_info)
+        bundles[name], _, metrics[name] = train_role(variant, label, data)
+        registry[name] = register(variant, label, bundles[name])
+    return bundles, metrics, registry
+
+
+def training_pipeline(role: str, auto_labels: bool = False, variants: bool = False) -> Pipeline:
     """Manifests -> the role's weights, training curve, metrics and registered MLflow model.
 
     ``auto_labels`` adds the auto-labelling outputs as inputs (the student's; never the
-    teacher's, whose model makes them).
+    teacher's, whose model makes them). ``variants`` adds the node that trains the
+    baselines listed in ``<role>.variants``.
     """
 
     def for_role(fn):
@@ -128,4 +164,11 @@ def training_pipeline(role: str, auto_labels: bool = False) -> Pipeline:
         ),
         Node(for_role(register_model), {"params": params, "bundle": f"{role}_model"}, f"{role}_registry",
              name=f"register_{role}"),
-    ])
+    ] + ([Node(
+        for_role(train_variants),
+        {"params": params, "image_manifest": "image_manifest", "class_pixel_counts": "class_pixel_counts",
+         "class_centroids": "class_centroids", "raw_data_info": "raw_data_info"}
+        | ({"auto_label_manifest": "auto_label_manifest", "auto_labels_info": "auto_labels_info"} if auto_labels else {}),
+        [f"{role}_variants", f"{role}_variants_metrics", f"{role}_variants_registry"],
+        name=f"train_{role}_variants",
+    )] if variants else []))

@@ -70,4 +70,23 @@ class RoleConfig(BaseModel):
     coarse_labels: Literal["human", "none", "auto"] = "human"
     val_split: str = "val"
     registered_model_name: str = Field(..., min_length=1)
+    #: baselines trained beside this model on the same data, trunk, heads and schedule
+    #: (HMSA.md section 7): single = no attention, trained at 1.0; explicit = explicit
+    #: attention on model.explicit_scales; human = this model on the human coarse labels
+    variants: list[Literal["single", "explicit", "human"]] = Field(default_factory=list)
+
+    def variant(self, name: str) -> "RoleConfig":
+        """The configuration of baseline ``name``: its own checkpoints and registered model."""
+        update: dict = {
+            "variants": [],
+            "registered_model_name": f"{self.registered_model_name}-{name}",
+            "trainer": self.trainer.model_copy(update={"checkpoint_dir": f"{self.trainer.checkpoint_dir}-{name}"}),
+        }
+        if name in ("single", "explicit"):
+            update["model"] = self.model.model_copy(update={"kind": name})
+        elif name == "human":
+            update["coarse_labels"] = "human"
+        else:
+            raise ValueError(f"variants: unknown variant {name!r}; choose from single, explicit, human")
+        return self.model_copy(update=update)
 

@@ -219,7 +219,7 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
         row = {"epoch": epoch + 1, "iteration": iteration, "lr": scheduler.get_last_lr()[0],
                "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds}
         row.update({f"loss_{name}" if name != "total" else "loss": value / steps for name, value in sums.items()})
-        row["val_miou"] = (validate(model, val_set, device, cfg.val_batch_size, rank=rank, world=world)
+        row["val_miou"] = (validate(model, val_set, device, cfg.val_batch_size, model_cfg.val_scales, rank, world)
                            if val_set is not None and len(val_set) else float("nan"))
         history.append(row)
         improved = row["val_miou"] > best_miou or best_epoch < 0

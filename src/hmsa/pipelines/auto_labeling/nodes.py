@@ -19,7 +19,7 @@ from PIL import Image
 
 from hmsa import autolabel
 from hmsa.config import parse_params
-from hmsa.data.labels import TRAIN_CLASS_COLORS, label_ids_to_train_ids
+from hmsa.data.labels import TRAIN_ID_PALETTE, label_ids_to_train_ids
 from hmsa.serving import model_from_bundle
 from hmsa.training import distributed
 from hmsa.training.loop import pick_device
@@ -114,8 +114,7 @@ def label_panels(auto_labels: dict, auto_label_manifest: pd.DataFrame, raw_data_
     """image / human coarse / auto-label / confidence, for the first few images."""
     cfg = _config(params)
     root = Path(raw_data_info["root"])
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(TRAIN_CLASS_COLORS)] = TRAIN_CLASS_COLORS
+    palette = TRAIN_ID_PALETTE
     rows = auto_label_manifest.head(max(1, cfg.panels))
     fig, axes = plt.subplots(len(rows), 4, figsize=(14, 2.2 * len(rows)), squeeze=False)
     for ax_row, r in zip(axes, rows.itertuples(index=False)):

@@ -1,0 +1,246 @@
+"""Nodes of the evaluation pipeline."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from hmsa.config import parse_params
+from hmsa.data.labels import NUM_CLASSES, TRAIN_CLASS_NAMES, train_ids_to_label_ids
+from hmsa.evaluation import pictures
+from hmsa.evaluation.config import MODEL_NAMES, EvaluationConfig
+from hmsa.evaluation.grid import SINGLE, Setting, batches_of, evaluate_grid, predict_grid, settings_for
+from hmsa.evaluation.metrics import confusion_matrix, mean_iou
+from hmsa.serving import model_from_bundle
+from hmsa.training.data import EvalDataset, items_from_manifest
+from hmsa.training.loop import pick_device
+
+log = logging.getLogger(__name__)
+CONF_FILE = "conf/base/parameters_evaluation.yml"
+IOU_COLUMNS = [f"iou/{name}" for name in TRAIN_CLASS_NAMES]
+
+
+def _config(params: dict) -> EvaluationConfig:
+    return parse_params(EvaluationConfig, params, "evaluation", CONF_FILE)
+
+
+def _bundles(cfg: EvaluationConfig, teacher_model: dict, student_model: dict, student_variants: dict) -> dict[str, dict]:
+    present = {"teacher": teacher_model, "student": student_model}
+    present |= {f"student_{name}": bundle for name, bundle in student_variants.items()}
+    if cfg.models == "all":
+        return {name: present[name] for name in MODEL_NAMES if name in present}
+    missing = [name for name in cfg.models if name not in present]
+    if missing:
+        raise ValueError(
+            f"evaluation.models: {missing} not trained; set student.variants to train the baselines "
+            f"(e.g. --params 'student.variants=[single,explicit,human]') or drop them from evaluation.models"
+        )
+    return {name: present[name] for name in cfg.models}
+
+
+def _val_items(cfg: EvaluationConfig, image_manifest: pd.DataFrame, raw_data_info: dict):
+    rows = image_manifest[(image_manifest["split"] == cfg.split) & (image_manifest["label_kind"] == "fine")]
+    if rows.empty:
+        raise ValueError(f"evaluation.split: no images with fine labels in split '{cfg.split}'")
+    rows = rows.sort_values("image_id").reset_index(drop=True)
+    if cfg.max_images:
+        rows = rows.head(cfg.max_images)
+    return rows, items_from_manifest(rows, raw_data_info["root"])
+
+
+def _pairs(items, workers: int = 1):
+    loader = DataLoader(EvalDataset(items), batch_size=None, num_workers=workers)
+    yield from loader
+
+
+def _label(setting: Setting) -> str:
+    scales = "[" + ", ".join(f"{s:g}" for s in setting.scales) + "]"
+    return f"{setting.fusion} {scales}" + (" +flip" if setting.flip else "")
+
+
+def evaluate(params: dict, teacher_model: dict, student_model: dict, student_variants: dict,
+             image_manifest: pd.DataFrame, raw_data_info: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+    """Every model over the grid: a tidy table (one row per model and setting) and, per
+    model, the confusion matrix of its best setting."""
+    cfg = _config(params)
+    bundles = _bundles(cfg, teacher_model, student_model, student_variants)
+    rows, items = _val_items(cfg, image_manifest, raw_data_info)
+    device = pick_device(cfg.device)
+    table, confusions = [], {}
+    for name, bundle in bundles.items():
+        model = model_from_bundle(bundle).to(device)
+        settings = settings_for(model, cfg.scale_sets, cfg.fusions, cfg.flip)
+        bar = tqdm(total=len(items), desc=f"evaluating {name}", unit="img", disable=not cfg.progress_bar)
+        result = evaluate_grid(model, batches_of(_pairs(items), cfg.batch_size), settings, device, bar.update)
+        bar.close()
+        for setting in settings:
+            scores = result.scores(setting)
+            table.append({
+                "model": name, "kind": model.cfg.kind, "fusion": setting.fusion, "scales": setting.scales_key,
+                "flip": setting.flip, "setting": setting.name, "images": len(items),
+                "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
+                **dict(zip(IOU_COLUMNS, scores["iou"])),
+            })
+        best = result.best()
+        confusions[name] = {"setting": best.name, "matrix": result.confusions[best].tolist()}
+        log.info("evaluation: %s best %s mIoU %.4f (%d settings, %d images)", name, best.name,
+                 result.scores(best)["miou"], len(settings), len(items))
+    return pd.DataFrame(table), confusions
+
+
+def _best_row(results: pd.DataFrame, model: str | None = None) -> pd.Series:
+    rows = results if model is None else results[results["model"] == model]
+    return rows.loc[rows["miou"].idxmax()]
+
+
+def _setting(row: pd.Series) -> Setting:
+    return Setting(row["fusion"], tuple(float(s) for s in row["scales"].split("-")), bool(row["flip"]))
+
+
+def report(results: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame]:
+    """The metrics JSON for DVC, every metric for MLflow, and the best setting's per-class IoU."""
+    best = _best_row(results)
+    metrics: dict[str, Any] = {
+        "best": {"model": best["model"], "setting": best["setting"], "miou": round(float(best["miou"]), 6)},
+        "miou": {f"{r.model}/{r.setting}": round(float(r.miou), 6) for r in results.itertuples()},
+    }
+    mlflow_metrics = {}
+    for _, r in results.iterrows():
+        key = f"{r['model']}/{r['setting']}"
+        mlflow_metrics[f"mIoU/{key}"] = float(r["miou"])
+        mlflow_metrics[f"pixel_accuracy/{key}"] = float(r["pixel_accuracy"])
+        for column in IOU_COLUMNS:
+            if np.isfinite(r[column]):
+                mlflow_metrics[f"IoU/{column[4:]}/{key}"] = float(r[column])
+    mlflow_metrics["best_mIoU"] = float(best["miou"])
+    per_class = pd.DataFrame({"class": TRAIN_CLASS_NAMES, "iou": [best[c] for c in IOU_COLUMNS]}).dropna()
+    for model in results["model"].unique():
+        row = _best_row(results, model)
+        log.info("evaluation: %s best mIoU %.4f (%s)", model, row["miou"], row["setting"])
+    log.info("evaluation: the whole table: python -m hmsa.evaluation (data/08_reporting/evaluation_results.csv)")
+    return metrics, {k: {"value": v, "step": 0} for k, v in mlflow_metrics.items() if math.isfinite(v)}, per_class
+
+
+def fusion_plot(results: pd.DataFrame) -> Figure:
+    """Per-class IoU of the best model: single scale against each fusion rule on the largest
+    scale set where every rule was run."""
+    best = _best_row(results)
+    rows = results[(results["model"] == best["model"]) & (results["flip"] == best["flip"])]
+    multi = rows[rows["fusion"] != SINGLE]
+    if not multi.empty:
+        fusions_per_set = multi.groupby("scales")["fusion"].nunique()
+        full = fusions_per_set[fusions_per_set == fusions_per_set.max()].index
+        widest = max(full, key=lambda s: (len(s.split("-")), s))
+        rows = pd.concat([rows[rows["fusion"] == SINGLE], multi[multi["scales"] == widest]])
+    rows = rows.assign(label=[_label(_setting(r)) for _, r in rows.iterrows()])
+    return pictures.per_class_iou(rows, TRAIN_CLASS_NAMES, f"Per-class IoU by fusion rule: {best['model']}")
+
+
+def confusion_plot(results: pd.DataFrame, confusions: dict) -> Figure:
+    """Confusion matrix of the best model at its best setting."""
+    best = _best_row(results)
+    entry = confusions[best["model"]]
+    return pictures.confusion(np.asarray(entry["matrix"]), TRAIN_CLASS_NAMES,
+                              f"{best['model']}, {entry['setting']}: rows normalised")
+
+
+def _load_model(name: str, bundles: dict[str, dict], device: torch.device):
+    return model_from_bundle(bundles[name]).to(device)
+
+
+def prediction_pictures(params: dict, results: pd.DataFrame, teacher_model: dict, student_model: dict,
+                        student_variants: dict, image_manifest: pd.DataFrame,
+                        raw_data_info: dict[str, Any]) -> tuple[Figure, Figure]:
+    """Attention maps per scale (best HMSA model, its best hierarchical setting) and
+    prediction/ground-truth overlays (best model and setting) on the first val images."""
+    cfg = _config(params)
+    bundles = _bundles(cfg, teacher_model, student_model, student_variants)
+    _, items = _val_items(cfg, image_manifest, raw_data_info)
+    pairs = list(_pairs(items[: cfg.pictures], workers=0))
+    images = torch.stack([p[0] for p in pairs])
+    shown = [(img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for img in images]
+    device = pick_device(cfg.device)
+
+    hier = results[results["fusion"] == "hierarchical"]
+    if hier.empty:
+        attention_fig = pictures.attention(shown, [np.zeros(i.shape[:2], np.uint8) for i in shown],
+                                           [{1.0: np.zeros(i.shape[:2])} for i in shown],
+                                           "no HMSA model evaluated: no attention to show")
+    else:
+        row = _best_row(hier)
+        model = _load_model(row["model"], bundles, device)
+        setting = _setting(row)
+        out = model.predict(images.to(device), setting.scales, setting.flip, "hierarchical")
+        preds = out["logits"].argmax(1).cpu().numpy().astype(np.uint8)
+        attn = [{s: a[i, 0].cpu().numpy() for s, a in out["attention"].items()} for i in range(len(shown))]
+        attention_fig = pictures.attention(shown, list(preds), attn, f"{row['model']}, {row['setting']}")
+
+    best = _best_row(results)
+    model = _load_model(best["model"], bundles, device)
+    logits = predict_grid(model, images.to(device), [_setting(best)])[_setting(best)]
+    preds = logits.argmax(1).cpu().numpy().astype(np.uint8)
+    truths = [p[1].numpy().astype(np.uint8) for p in pairs]
+    overlay_fig = pictures.overlays(shown, truths, list(preds), f"{best['model']}, {best['setting']}")
+    return attention_fig, overlay_fig
+
+
+def cityscapes_predictions(params: dict, results: pd.DataFrame, teacher_model: dict, student_model: dict,
+                           student_variants: dict, image_manifest: pd.DataFrame,
+                           raw_data_info: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The best model and setting's predictions in the Cityscapes results format: label-id
+    PNGs (not trainIds) named ``<city>/<city>_<seq>_<frame>_pred_labelIds``, which the
+    official evaluation (cityscapesscripts) matches to the ground truth by that name."""
+    cfg = _config(params)
+    bundles = _bundles(cfg, teacher_model, student_model, student_variants)
+    rows, items = _val_items(cfg, image_manifest, raw_data_info)
+    best = _best_row(results)
+    setting = _setting(best)
+    device = pick_device(cfg.device)
+    model = _load_model(best["model"], bundles, device)
+    names = [f"{r.city}/{r.image_id}_pred_labelIds" for r in rows.itertuples(index=False)]
+    out: dict[str, np.ndarray] = {}
+    cm = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    bar = tqdm(total=len(items), desc="Cityscapes-format predictions", unit="img", disable=not cfg.progress_bar)
+    for images, labels in batches_of(_pairs(items), cfg.batch_size):
+        pred = predict_grid(model, images.to(device), [setting])[setting].argmax(1).cpu()
+        cm += confusion_matrix(pred, labels, NUM_CLASSES)
+        for p in pred.numpy().astype(np.uint8):
+            out[names[len(out)]] = train_ids_to_label_ids(p)
+        bar.update(len(images))
+    bar.close()
+    again = mean_iou(cm.numpy())
+    if not math.isclose(again, float(best["miou"]), abs_tol=1e-6):
+        log.warning("Cityscapes-format pass scored mIoU %.6f, the grid %.6f for %s %s", again, best["miou"],
+                    best["model"], best["setting"])
+    log.info("Cityscapes-format predictions: %d label-id PNGs of %s %s (mIoU %.4f)", len(out), best["model"],
+             best["setting"], again)
+    return out
+
+
+def set_champions(params: dict, results: pd.DataFrame, teacher_registry: dict, student_registry: dict,
+                  student_variants_registry: dict) -> dict:
+    """Tag each evaluated registered version with its best val mIoU, then move the alias
+    ``champion`` to the best-scoring version of each registered model."""
+    cfg = _config(params)
+    registry = {"teacher": teacher_registry, "student": student_registry}
+    registry |= {f"student_{name}": info for name, info in (student_variants_registry or {}).items()}
+    versions = {}
+    for model in results["model"].unique():
+        info = registry.get(model) or {}
+        if info.get("version") is not None:
+            best = _best_row(results, model)
+            versions[model] = (info["registered_model"], str(info["version"]), float(best["miou"]), best["setting"])
+    if not versions:
+        log.info("evaluation: no registered model versions (MLflow off): no %s alias set", cfg.champion_alias)
+        return {}
+    from hmsa import tracking
+
+    return tracking.crown(versions, cfg.champion_alias)

@@ -1,0 +1,68 @@
+"""The project's Kedro datasets: model bundles and PNG folders, written all-or-nothing."""
+
+import numpy as np
+import pytest
+import torch
+from kedro.io import DatasetError
+
+from hmsa import fileio
+from hmsa.datasets import ModelBundleDataset, ModelBundleFolderDataset, PngFolderDataset
+
+
+def _bundle(value: float) -> dict:
+    return {"model_config": {"kind": "hmsa"}, "state_dict": {"w": torch.full((2,), value)}}
+
+
+def test_bundle_round_trip_and_missing_file(tmp_path):
+    data = ModelBundleDataset(str(tmp_path / "m.pt"))
+    with pytest.raises(DatasetError, match="run the pipeline that trains it"):
+        data.load()
+    data.save(_bundle(1.0))
+    assert torch.equal(data.load()["state_dict"]["w"], torch.ones(2))
+
+
+def test_bundle_folder_replaces_its_content_and_exists_when_empty(tmp_path):
+    data = ModelBundleFolderDataset(str(tmp_path / "variants"))
+    data.save({"single": _bundle(1.0), "explicit": _bundle(2.0)})
+    assert sorted(data.load()) == ["explicit", "single"]
+    data.save({"human": _bundle(3.0)})  # a new set: stale bundles go
+    assert sorted(data.load()) == ["human"]
+    data.save({})
+    assert data.load() == {} and (tmp_path / "variants").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["variants"]  # no temporary folders left
+
+
+def test_png_folder_round_trip_keeps_subfolders(tmp_path):
+    data = PngFolderDataset(str(tmp_path / "pngs"))
+    first = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    data.save({"city/a_pred": first, "city/b_pred": first + 1})
+    loaded = data.load()
+    assert sorted(loaded) == ["city/a_pred", "city/b_pred"]
+    assert np.array_equal(loaded["city/a_pred"](), first)
+    with pytest.raises(DatasetError, match="leaves the folder"):
+        data.save({"../outside": first})
+
+
+@pytest.mark.parametrize("make", [
+    lambda root: PngFolderDataset(str(root)), lambda root: ModelBundleFolderDataset(str(root))])
+def test_a_failed_save_leaves_the_previous_folder(tmp_path, monkeypatch, make):
+    root = tmp_path / "out"
+    data = make(root)
+    good = {"city/x": np.zeros((2, 2), np.uint8)} if isinstance(data, PngFolderDataset) else {"x": _bundle(1.0)}
+    data.save(good)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+
+    real = fileio.replace_folder
+
+    def interrupted(path, fill):
+        def half(tmp):
+            fill(tmp)
+            raise OSError("No space left on device")
+        return real(path, half)
+
+    monkeypatch.setattr("hmsa.datasets.replace_folder", interrupted)
+    with pytest.raises(DatasetError, match="No space"):  # Kedro wraps the OSError
+        data.save(good | ({"city/y": np.ones((2, 2), np.uint8)} if isinstance(data, PngFolderDataset)
+                          else {"y": _bundle(2.0)}))
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
