@@ -6,7 +6,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast bench mlflow-ui repro
+.PHONY: setup run test test-fast bench claims mlflow-ui repro
 
 setup:
 	@VENV=$(VENV) scripts/ensure_venv.sh
@@ -25,6 +25,9 @@ test-fast: setup  ## lint and unit tests only
 
 bench: setup  ## benchmarks -> data/08_reporting/benchmarks.json
 	$(BIN)/python -m hmsa.bench
+
+claims: setup  ## the paper's claims over 3 seeds (conf/claims) -> data/claims/08_reporting/claims/
+	$(BIN)/python -m hmsa.claims --seeds 0 1 2
 
 mlflow-ui: setup  ## browse runs and models at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

@@ -34,3 +34,14 @@ def test_autolabel_bench_reports_throughput_and_io_share(tmp_path, monkeypatch):
     figures = json.loads(out.read_text())
     assert figures["autolabel_images_per_s"]["value"] > 0
     assert 0 < figures["autolabel_io_share"]["value"] < 1
+
+
+def test_evaluation_bench_reports_fusion_overhead(tmp_path, monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)
+    out = tmp_path / "benchmarks.json"
+    main(["--suite", "evaluation", "--quick", "--out", str(out)])
+    figures = json.loads(out.read_text())
+    # fusion adds work on top of the forward passes, never removes any; timings are noisy, bounds are loose
+    assert 0.5 < figures["ms_inference_overhead"]["value"] < 3.0
+    assert 0.3 < figures["hmsa_over_avg_inference_time"]["value"] < 3.0
+    assert figures["eval_images_per_s"]["value"] > 0

@@ -7,4 +7,5 @@ from hmsa.hooks import ProvenanceHook, SingleWriterHook
 HOOKS = (ProvenanceHook(), SingleWriterHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
-CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local"}
+# soft: an environment's parameter files (conf/claims) override single keys of conf/base
+CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local", "merge_strategy": {"parameters": "soft"}}

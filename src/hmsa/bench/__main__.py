@@ -8,10 +8,10 @@ import os
 import platform
 from pathlib import Path
 
-from hmsa.bench import autolabel, data, training
+from hmsa.bench import autolabel, data, evaluation, training
 from hmsa.data.ingest import default_workers
 
-SUITES = {"autolabel": autolabel.run, "data": data.run, "training": training.run}
+SUITES = {"autolabel": autolabel.run, "data": data.run, "evaluation": evaluation.run, "training": training.run}
 
 
 def main(argv: list[str] | None = None) -> None:

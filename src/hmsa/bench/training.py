@@ -70,11 +70,17 @@ def run(workers: int, quick: bool = False) -> dict[str, dict]:
     steps = 1 if quick else 4
     train_crop = (64, 64) if quick else tuple(role.trainer.crop)
     speed = {kind: _images_per_s(role.model.model_copy(update={"kind": kind}), role.trainer.batch_size, train_crop, steps)
-             for kind in ("hmsa", "single")}
+             for kind in ("hmsa", "single", "explicit")}
     results["train_images_per_s"] = {
         "value": round(speed["hmsa"], 2), "unit": "images/s",
         "conditions": f"default teacher config (HMSA, {role.model.trunk}), crop {train_crop}, batch {role.trainer.batch_size}, "
-                      f"CPU fp32, model only (no data loading); single-scale trains at {speed['single']:.2f}",
+                      f"CPU fp32, model only (no data loading); single-scale trains at {speed['single']:.2f}, "
+                      f"explicit attention (0.5,1,2) at {speed['explicit']:.2f}",
+    }
+    results["train_time_ratio_explicit_over_hmsa"] = {
+        "value": round(speed["hmsa"] / speed["explicit"], 2), "unit": "x",
+        "conditions": "time per training image, explicit (0.5,1,2) over HMSA (0.5,1), same run and settings as "
+                      "train_images_per_s",
     }
     memory = {}
     for kind in ("single", "hmsa", "explicit"):

@@ -130,16 +130,15 @@ def report(results: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame]:
 
 
 def fusion_plot(results: pd.DataFrame) -> Figure:
-    """Per-class IoU of the best model: single scale against each fusion rule on the largest
-    scale set where every rule was run."""
+    """Per-class IoU of the best model: single scale against each fusion rule, on the scale
+    set of its best setting (the widest set when that is single scale)."""
     best = _best_row(results)
     rows = results[(results["model"] == best["model"]) & (results["flip"] == best["flip"])]
     multi = rows[rows["fusion"] != SINGLE]
     if not multi.empty:
-        fusions_per_set = multi.groupby("scales")["fusion"].nunique()
-        full = fusions_per_set[fusions_per_set == fusions_per_set.max()].index
-        widest = max(full, key=lambda s: (len(s.split("-")), s))
-        rows = pd.concat([rows[rows["fusion"] == SINGLE], multi[multi["scales"] == widest]])
+        chosen = best["scales"] if best["fusion"] != SINGLE else max(
+            multi["scales"].unique(), key=lambda s: (len(s.split("-")), s))
+        rows = pd.concat([rows[rows["fusion"] == SINGLE], multi[multi["scales"] == chosen]])
     rows = rows.assign(label=[_label(_setting(r)) for _, r in rows.iterrows()])
     return pictures.per_class_iou(rows, TRAIN_CLASS_NAMES, f"Per-class IoU by fusion rule: {best['model']}")
 

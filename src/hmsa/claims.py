@@ -1,0 +1,173 @@
+"""The paper's three claims, measured over several seeds: ``python -m hmsa.claims`` (``make claims``).
+
+Runs the Kedro environment ``claims`` (conf/claims: longer training, every baseline), once
+with the whole chain and then, per further seed, student training and evaluation again (the
+teacher and its auto-labels are shared: the seeds vary the students). Each seed's
+evaluation table is kept, and the claims are reported as mean +- std over seeds:
+
+1. HMSA on [0.5, 1, 2] against the single-scale-trained baseline at 1.0 and with average
+   fusion on the same scales (goal: >= 2 and >= 1 point, gap > 2 std);
+2. the student on auto-labels against the student on human coarse labels (goal: >= 1 point);
+3. HMSA trained on two scales against explicit attention trained on three (goal: within
+   1 point), with the training-memory ratio beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MS = "0.5-1.0-2.0"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``ours`` minus ``theirs``, each a (model, setting) row of the evaluation table."""
+
+    claim: str
+    ours: tuple[str, str]
+    theirs: tuple[str, str]
+    goal: float
+    #: the gap must also exceed this many standard deviations of itself (0: no such condition)
+    std_factor: float = 0.0
+    #: "above": gap >= goal; "within": |gap| <= goal
+    kind: str = "above"
+
+
+COMPARISONS = (
+    Comparison("1a. HMSA [0.5,1,2] vs single-scale model at 1.0", ("student", f"hierarchical/{MS}"),
+               ("student_single", "single/1.0"), 2.0, 2.0),
+    Comparison("1b. HMSA [0.5,1,2] vs single-scale model, average fusion [0.5,1,2]", ("student", f"hierarchical/{MS}"),
+               ("student_single", f"average/{MS}"), 1.0, 2.0),
+    Comparison("1c. HMSA fusion vs average fusion, same HMSA model [0.5,1,2]", ("student", f"hierarchical/{MS}"),
+               ("student", f"average/{MS}"), 1.0, 2.0),
+    Comparison("2. student on auto-labels vs on human coarse labels", ("student", f"hierarchical/{MS}"),
+               ("student_human", f"hierarchical/{MS}"), 1.0),
+    Comparison("3. HMSA (2 training scales) vs explicit attention (3)", ("student", f"hierarchical/{MS}"),
+               ("student_explicit", f"explicit/{MS}"), 1.0, kind="within"),
+)
+
+
+def _miou(table: pd.DataFrame, model: str, setting: str) -> float:
+    rows = table[(table["model"] == model) & (table["setting"] == setting)]
+    return float(rows["miou"].iloc[0]) * 100 if len(rows) else float("nan")
+
+
+def summarise(tables: dict[int, pd.DataFrame], memory_ratio: float | None = None) -> pd.DataFrame:
+    """One row per comparison: mean +- std (over seeds, in points) of each side and of the
+    paired gap, the goal, and whether it is met."""
+    rows = []
+    for c in COMPARISONS:
+        ours = np.array([_miou(t, *c.ours) for t in tables.values()])
+        theirs = np.array([_miou(t, *c.theirs) for t in tables.values()])
+        gap = ours - theirs
+        std = float(np.std(gap, ddof=1)) if len(gap) > 1 else float("nan")
+        mean = float(np.mean(gap))
+        if c.kind == "within":
+            met = bool(abs(mean) <= c.goal)
+        else:
+            met = bool(mean >= c.goal and (c.std_factor == 0 or (np.isfinite(std) and mean > c.std_factor * std)))
+        goal = f"|gap| <= {c.goal:g}" if c.kind == "within" else f">= {c.goal:g}" + (
+            f", > {c.std_factor:g} std" if c.std_factor else "")
+        rows.append({
+            "claim": c.claim, "ours": f"{c.ours[0]} {c.ours[1]}", "theirs": f"{c.theirs[0]} {c.theirs[1]}",
+            "ours_mean": np.mean(ours), "ours_std": np.std(ours, ddof=1) if len(ours) > 1 else np.nan,
+            "theirs_mean": np.mean(theirs), "theirs_std": np.std(theirs, ddof=1) if len(theirs) > 1 else np.nan,
+            "gap_mean": mean, "gap_std": std, "goal": goal, "met": met and bool(np.isfinite(mean)),
+            "seeds": len(gap),
+            "note": f"training memory explicit / HMSA: {memory_ratio:.2f}x" if memory_ratio and c.kind == "within" else "",
+        })
+    return pd.DataFrame(rows)
+
+
+def markdown(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table (points, mean +- std over seeds)."""
+    lines = ["| claim | ours | theirs | gap | goal | met |", "|---|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        lines.append(f"| {r.claim} | {r.ours_mean:.1f} +- {r.ours_std:.1f} | {r.theirs_mean:.1f} +- {r.theirs_std:.1f} "
+                     f"| {r.gap_mean:+.1f} +- {r.gap_std:.1f} | {r.goal} | {'yes' if r.met else 'no'}"
+                     + (f" ({r.note})" if r.note else "") + " |")
+    return "\n".join(lines)
+
+
+def memory_ratio(env: str) -> float:
+    """Saved-for-backward bytes of one training step, explicit over HMSA, for the student of ``env``."""
+    import torch
+    from kedro.config import OmegaConfigLoader
+
+    from hmsa.bench.training import saved_activation_bytes
+    from hmsa.models import build_model
+    from hmsa.settings import CONFIG_LOADER_ARGS
+    from hmsa.training.config import RoleConfig
+
+    loader = OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": env})
+    role = RoleConfig.model_validate(loader["parameters"]["student"])
+    crop = tuple(role.trainer.crop)
+    sizes = {}
+    for kind in ("hmsa", "explicit"):
+        torch.manual_seed(0)
+        model = build_model(role.model.model_copy(update={"kind": kind})).train()
+        sizes[kind] = saved_activation_bytes(model, torch.rand(2, 3, *crop), torch.randint(0, 19, (2, *crop)))
+    return sizes["explicit"] / sizes["hmsa"]
+
+
+def _kedro(args: list[str]) -> None:
+    cmd = [str(Path(sys.executable).parent / "kedro"), "run", *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the seeds (unless ``--report-only``), then write and print the claims table."""
+    parser = argparse.ArgumentParser(prog="python -m hmsa.claims", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--env", default="claims", help="the Kedro environment (default: claims)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/claims"),
+                        help="the environment's data_dir (conf/<env>/globals.yml)")
+    parser.add_argument("--report-only", action="store_true", help="summarise the seeds already run")
+    args = parser.parse_args(argv)
+
+    out = args.data_dir / "08_reporting" / "claims"
+    out.mkdir(parents=True, exist_ok=True)
+    results = args.data_dir / "08_reporting" / "evaluation_results.csv"
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+    if not args.report_only:
+        for i, seed in enumerate(args.seeds):
+            start = time.perf_counter()
+            seed_params = f"student.trainer.seed={seed}"
+            if i == 0:
+                _kedro(["--env", args.env, "--params", seed_params])
+            else:
+                _kedro(["--env", args.env, "--pipelines", "student_training,evaluation", "--params", seed_params])
+            tmp = out / f".seed_{seed}.csv.tmp"
+            shutil.copyfile(results, tmp)
+            os.replace(tmp, out / f"seed_{seed}.csv")
+            timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": i == 0}
+            (out / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    tables = {seed: pd.read_csv(out / f"seed_{seed}.csv") for seed in args.seeds if (out / f"seed_{seed}.csv").is_file()}
+    if not tables:
+        print(f"no seed results under {out}: run without --report-only first", file=sys.stderr)
+        return 1
+    summary = summarise(tables, memory_ratio(args.env))
+    summary.to_csv(out / "claims.csv", index=False)
+    text = markdown(summary)
+    (out / "claims.md").write_text(text + "\n")
+    print(f"claims over seeds {sorted(tables)} (val mIoU points, mean +- std):")
+    print(text)
+    print(f"per-seed wall time: {timings}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

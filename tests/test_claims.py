@@ -1,0 +1,81 @@
+"""The claims summary: paired gaps over seeds, goals, and the std condition."""
+
+import pandas as pd
+import pytest
+
+from hmsa import claims
+
+
+def _table(student_hier, student_avg, single_1, single_avg, human, explicit):
+    rows = [("student", "hierarchical/0.5-1.0-2.0", student_hier), ("student", "average/0.5-1.0-2.0", student_avg),
+            ("student_single", "single/1.0", single_1), ("student_single", "average/0.5-1.0-2.0", single_avg),
+            ("student_human", "hierarchical/0.5-1.0-2.0", human), ("student_explicit", "explicit/0.5-1.0-2.0", explicit)]
+    return pd.DataFrame([{"model": m, "setting": s, "miou": v} for m, s, v in rows])
+
+
+def test_gaps_are_paired_per_seed_and_goals_checked():
+    tables = {0: _table(0.50, 0.48, 0.45, 0.47, 0.49, 0.505),
+              1: _table(0.52, 0.50, 0.47, 0.49, 0.50, 0.515),
+              2: _table(0.51, 0.49, 0.46, 0.48, 0.495, 0.51)}
+    summary = claims.summarise(tables, memory_ratio=4.1).set_index("claim")
+    one_a = summary.loc[claims.COMPARISONS[0].claim]
+    assert one_a["gap_mean"] == pytest.approx(5.0) and one_a["gap_std"] == pytest.approx(0.0, abs=1e-9)
+    assert one_a["met"]
+    one_b = summary.loc[claims.COMPARISONS[1].claim]
+    assert one_b["gap_mean"] == pytest.approx(3.0) and one_b["met"]
+    two = summary.loc[claims.COMPARISONS[3].claim]
+    assert two["gap_mean"] == pytest.approx(1.5) and two["met"]
+    three = summary.loc[claims.COMPARISONS[4].claim]
+    assert three["gap_mean"] == pytest.approx(0.0, abs=1e-9) and three["met"] and "4.10x" in three["note"]
+    text = claims.markdown(summary.reset_index())
+    assert text.count("\n") == 1 + len(claims.COMPARISONS) and "+5.0 +- 0.0" in text
+
+
+def test_a_gap_within_two_std_is_not_met():
+    tables = {0: _table(0.50, 0.48, 0.40, 0.47, 0.49, 0.5), 1: _table(0.50, 0.48, 0.50, 0.47, 0.49, 0.5),
+              2: _table(0.50, 0.48, 0.45, 0.47, 0.49, 0.5)}
+    one_a = claims.summarise(tables).iloc[0]
+    assert one_a["gap_mean"] == pytest.approx(5.0) and one_a["gap_std"] == pytest.approx(5.0)
+    assert not one_a["met"]  # 5 points on average, but not above 2 std (10)
+
+
+def test_a_missing_model_is_reported_not_met():
+    table = _table(0.5, 0.48, 0.45, 0.47, 0.49, 0.5)
+    summary = claims.summarise({0: table[table["model"] != "student_explicit"]})
+    assert not summary.iloc[4]["met"]
+
+
+@pytest.mark.slow
+def test_claims_runner_over_two_seeds(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.helpers import copy_project, run, tiny_parameters, tiny_training
+
+    project = copy_project(tmp_path)
+    tiny_parameters(project)
+    tiny_training(project)
+    claims_conf = project / "conf" / "claims"
+    (claims_conf / "parameters_teacher_training.yml").write_text(yaml.safe_dump({"teacher": {"trainer": {"epochs": 1}}}))
+    (claims_conf / "parameters_student_training.yml").write_text(yaml.safe_dump(
+        {"student": {"variants": ["single", "explicit", "human"], "trainer": {"epochs": 1}}}))
+    (claims_conf / "parameters_evaluation.yml").write_text(yaml.safe_dump(
+        {"evaluation": {"flip": [False], "scale_sets": [[1.0], [0.5, 1.0, 2.0]], "progress_bar": False}}))
+    proc = run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4"], project, timeout=1200)
+    out = project / "data/claims/08_reporting/claims"
+    assert sorted(p.name for p in out.glob("seed_*.csv")) == ["seed_3.csv", "seed_4.csv"]
+    summary = pd.read_csv(out / "claims.csv")
+    assert len(summary) == len(claims.COMPARISONS) and summary["seeds"].eq(2).all()
+    assert summary["gap_mean"].notna().all()  # every model and setting the claims need was evaluated
+    assert "training memory explicit / HMSA" in (out / "claims.md").read_text()
+    assert "claims over seeds [3, 4]" in proc.stdout
+    assert not (project / "data/06_models/teacher.pt").exists()  # the default run's data are untouched
+    # seed 3 ran the whole chain, seed 4 the students and evaluation only (the teacher is shared)
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["3"]["whole_chain"] and not timings["4"]["whole_chain"]
+    again = subprocess.run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4", "--report-only"], cwd=project,
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "claims over seeds [3, 4]" in again.stdout
