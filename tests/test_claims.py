@@ -62,6 +62,8 @@ def test_claims_runner_over_two_seeds(tmp_path):
     (claims_conf / "parameters_teacher_training.yml").write_text(yaml.safe_dump({"teacher": {"trainer": {"epochs": 1}}}))
     (claims_conf / "parameters_student_training.yml").write_text(yaml.safe_dump(
         {"student": {"variants": ["single", "explicit", "human"], "trainer": {"epochs": 1}}}))
+    (claims_conf / "parameters_data_ingestion.yml").write_text(yaml.safe_dump(
+        {"data": {"synthetic": {"images": {"train_extra": 4}}}}))
     (claims_conf / "parameters_evaluation.yml").write_text(yaml.safe_dump(
         {"evaluation": {"flip": [False], "scale_sets": [[1.0], [0.5, 1.0, 2.0]], "progress_bar": False}}))
     proc = run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4"], project, timeout=1200)
