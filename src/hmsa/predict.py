@@ -1,0 +1,189 @@
+"""``hmsa predict``: segment your own images with a trained model.
+
+    hmsa predict photos/ --out predictions/
+    hmsa predict a.jpg b.png --model data/06_models/student.pt --scales 0.5 1 2 --flip
+
+The model comes from an MLflow URI (default ``models:/hmsa-student@champion``, from the
+project's ``mlflow.db`` unless ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` says otherwise)
+or from a model bundle / checkpoint file. For each image ``<stem>``, it writes
+``<stem>_color.png`` (trainId colours), ``<stem>_labelIds.png`` (Cityscapes label ids) and,
+for HMSA models, ``<stem>_attention.png`` (each scale's attention over the image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from hmsa.data.labels import TRAIN_ID_PALETTE, train_ids_to_label_ids
+
+DEFAULT_MODEL = "models:/hmsa-student@champion"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class PredictError(RuntimeError):
+    """Bad input to ``hmsa predict``; the message names it and says what to do."""
+
+
+def find_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """The images named, or found (recursively) in the folders named, sorted."""
+    images: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise PredictError(f"{item}: no .png or .jpg images in this folder")
+            images += found
+        elif item.is_file():
+            images.append(item)
+        else:
+            raise PredictError(f"{item}: no such file or folder")
+    if not images:
+        raise PredictError("no input images: give image files or folders")
+    return images
+
+
+def load_model(source: str, tracking_uri: str | None = None) -> torch.nn.Module:
+    """A Segmenter from an MLflow model URI or a model bundle / checkpoint file."""
+    from hmsa.serving import model_from_bundle
+    from hmsa.training import checkpoint
+
+    if "://" not in source and not source.startswith("models:/") and not source.startswith("runs:/"):
+        path = Path(source)
+        if not path.is_file():
+            raise PredictError(f"--model {source}: no such file; give a model bundle (data/06_models/student.pt), "
+                               f"a checkpoint (best.pt) or an MLflow URI such as {DEFAULT_MODEL}")
+        bundle = checkpoint.load(path)
+        if not isinstance(bundle, dict) or not {"model_config", "state_dict"} <= set(bundle):
+            raise PredictError(f"--model {source}: not a model bundle or checkpoint (needs model_config, state_dict)")
+        return model_from_bundle(bundle)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (
+        "sqlite:///mlflow.db" if Path("mlflow.db").is_file() else None)
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.pyfunc.load_model(source).unwrap_python_model().model
+    except (MlflowException, OSError) as err:
+        raise PredictError(
+            f"--model {source}: cannot load it from the MLflow store {mlflow.get_tracking_uri()} ({err}). "
+            "Run `make run` first (it registers and evaluates the models), pass --tracking-uri, "
+            "or give a model file with --model data/06_models/student.pt"
+        ) from None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image as uint8 RGB (greyscale and RGBA converted)."""
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise PredictError(f"{path}: cannot read this image ({err}); remove it or convert it to PNG/JPEG") from None
+
+
+def attention_picture(image: np.ndarray, attention: dict[float, np.ndarray]) -> np.ndarray:
+    """Side by side, per scale but the highest: the image tinted by that scale's attention
+    (bright = that scale's prediction is trusted there)."""
+    tiles = []
+    for scale in sorted(attention)[:-1] or sorted(attention):
+        a = np.clip(attention[scale], 0, 1)[..., None]
+        heat = np.concatenate([a, a * 0.35, 1 - a], axis=-1) * 255
+        tiles.append((0.45 * image + 0.55 * heat).astype(np.uint8))
+    return np.concatenate(tiles, axis=1)
+
+
+def _save(array: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: Sequence[float] = (0.5, 1.0, 2.0),
+            flip: bool = False, device: str = "auto", batch_size: int = 1, progress: bool = True) -> list[Path]:
+    """Segment ``images`` and write the three PNGs of each under ``out``; returns the files written."""
+    from hmsa.evaluation.grid import batches_of
+    from hmsa.models.fusion import check_scales
+    from hmsa.training.loop import pick_device
+
+    try:
+        scales = check_scales(scales)
+    except ValueError as err:
+        raise PredictError(f"--scales: {err}") from None
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    stems = _unique_stems(images)
+    written: list[Path] = []
+    pairs = ((torch.from_numpy(read_image(p)).permute(2, 0, 1).float().div(255), torch.tensor(i))
+             for i, p in enumerate(images))
+    bar = tqdm(total=len(images), desc="predicting", unit="img", disable=not progress)
+    for batch, index in batches_of(pairs, batch_size):
+        result = model.predict(batch.to(dev), scales, flip)
+        labels = result["logits"].argmax(1).to(torch.uint8).cpu().numpy()
+        for j, i in enumerate(index.tolist()):
+            stem = out / stems[i]
+            _save(TRAIN_ID_PALETTE[labels[j]], stem.with_name(f"{stem.name}_color.png"))
+            _save(train_ids_to_label_ids(labels[j]), stem.with_name(f"{stem.name}_labelIds.png"))
+            written += [stem.with_name(f"{stem.name}_color.png"), stem.with_name(f"{stem.name}_labelIds.png")]
+            if result["attention"]:
+                image = (batch[j].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                attn = {s: a[j, 0].cpu().numpy() for s, a in result["attention"].items()}
+                _save(attention_picture(image, attn), stem.with_name(f"{stem.name}_attention.png"))
+                written.append(stem.with_name(f"{stem.name}_attention.png"))
+        bar.update(len(index))
+    bar.close()
+    return written
+
+
+def _unique_stems(images: Sequence[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    stems = []
+    for path in images:
+        count = seen.get(path.stem, 0)
+        seen[path.stem] = count + 1
+        stems.append(path.stem if count == 0 else f"{path.stem}_{count}")
+    return stems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``hmsa predict ...``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="hmsa", description="Hierarchical multi-scale attention segmentation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="segment your own images", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="image files (png, jpg) or folders of them")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"MLflow model URI or model file (default {DEFAULT_MODEL})")
+    p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default predictions/)")
+    p.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="inference scales, with 1.0")
+    p.add_argument("--flip", action="store_true", help="also predict the mirrored image and average")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images only)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db when present)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        if args.batch_size < 1:
+            raise PredictError(f"--batch-size must be at least 1, got {args.batch_size}")
+        images = find_images(args.inputs)
+        model = load_model(args.model, args.tracking_uri)
+        written = predict(images, model, args.out, args.scales, args.flip, args.device, args.batch_size,
+                          not args.no_progress)
+    except PredictError as err:
+        print(f"hmsa predict: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(images)} images -> {len(written)} files in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

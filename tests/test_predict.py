@@ -1,0 +1,75 @@
+"""`hmsa predict`: your own images in, coloured, label-id and attention PNGs out."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hmsa import predict
+from hmsa.data.labels import label_ids_to_train_ids
+from hmsa.models import ModelConfig, build_model
+from hmsa.training import checkpoint
+from tests.models.conftest import TINY
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="hmsa", **TINY))
+    path = tmp_path / "student.pt"
+    checkpoint.save_atomic({"model_config": model.cfg.model_dump(), "state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 72, 3), dtype=np.uint8)).save(folder / "street.png")
+    Image.fromarray(rng.integers(0, 255, (33, 50, 3), dtype=np.uint8)).save(folder / "sub" / "odd.jpg")
+    Image.fromarray(rng.integers(0, 255, (33, 50), dtype=np.uint8)).save(folder / "sub" / "grey.png")
+    return folder
+
+
+def test_a_folder_of_mixed_sizes_gives_three_pngs_each(model_file, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = predict.main(["predict", str(photos), "--model", str(model_file), "--out", str(out),
+                           "--scales", "0.5", "1", "--batch-size", "2", "--no-progress"])
+    assert status == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{stem}_{kind}.png" for stem in ("street", "odd", "grey")
+                           for kind in ("color", "labelIds", "attention"))
+    label_ids = np.asarray(Image.open(out / "odd_labelIds.png"))
+    assert label_ids.shape == (33, 50) and label_ids_to_train_ids(label_ids).max() < 19
+    assert np.asarray(Image.open(out / "street_color.png")).shape == (40, 72, 3)
+    assert np.asarray(Image.open(out / "street_attention.png")).shape == (40, 72, 3)  # one tile: scale 0.5
+    assert "3 images -> 9 files" in capsys.readouterr().out
+
+
+def test_same_labels_as_the_model_predicts(model_file, photos, tmp_path):
+    model = predict.load_model(str(model_file))
+    out = tmp_path / "out"
+    predict.predict([photos / "street.png"], model, out, (0.5, 1.0, 2.0), flip=True, device="cpu", progress=False)
+    image = torch.from_numpy(np.asarray(Image.open(photos / "street.png"))).permute(2, 0, 1).float().div(255)
+    expected = model.predict(image[None], (0.5, 1.0, 2.0), True)["logits"].argmax(1)[0].numpy()
+    got = label_ids_to_train_ids(np.asarray(Image.open(out / "street_labelIds.png")))
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{empty}"], "no .png or .jpg images"),
+    (["{photos}", "--model", "{tmp}/missing.pt"], "no such file"),
+    (["{photos}", "--model", "models:/nothing@champion", "--tracking-uri", "sqlite:///{tmp}/none.db"],
+     "cannot load it from the MLflow store"),
+    (["{photos}", "--model", "{model}", "--scales", "0.5", "2"], "1.0 must be in the list"),
+    (["{broken}", "--model", "{model}"], "cannot read this image"),
+])
+def test_clear_errors(model_file, photos, tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    values = {"empty": tmp_path / "empty", "photos": photos, "tmp": tmp_path, "model": model_file,
+              "broken": tmp_path / "broken.png"}
+    argv = ["predict", *[a.format(**values) for a in args], "--out", str(tmp_path / "out"), "--no-progress"]
+    assert predict.main(argv) == 2
+    assert message in capsys.readouterr().err
