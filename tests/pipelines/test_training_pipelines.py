@@ -65,6 +65,7 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
         assert float(version.tags["hmsa.val_miou"]) == pytest.approx(results.query("model == @label")["miou"].max(),
                                                                      abs=1e-6)
     assert len(list((project / "data/07_model_output/cityscapes_results").rglob("*_pred_labelIds.png"))) == 2
+    _serve_champion_and_query_it(project, image)
 
     # auto-labels: 3 PNGs per coarse image, a manifest the student read, a quality report
     assert len(list((project / "data/04_feature/auto_labels").rglob("*_autoLabelTrainIds.png"))) == 4
@@ -102,3 +103,50 @@ def test_torchrun_two_processes_one_writer(tmp_path):
     assert len(versions) == 1
     registry = yaml.safe_load((project / "data/06_models/teacher_registry.json").read_text())
     assert registry["version"] == 1  # written by rank 0, not overwritten by rank 1
+
+
+def _serve_champion_and_query_it(project, image):
+    """`mlflow models serve` on loopback answers an image with the label map the model gives."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", "models:/hmsa-student@champion", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"the server stopped:\n{server.stdout.read()[-3000:]}"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the server did not answer /ping within 180 s"
+            time.sleep(1)
+        body = {"inputs": image[None].tolist(), "params": {"scales": [0.5, 1.0], "flip": False}}
+        reply = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text[:2000]
+        served = np.asarray(reply.json()["predictions"], dtype=np.uint8)
+        mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+        try:
+            local = mlflow.pyfunc.load_model("models:/hmsa-student@champion").predict(
+                image[None], params={"scales": [0.5, 1.0], "flip": False})
+        finally:
+            mlflow.set_tracking_uri(None)
+        assert served.shape == (1, *image.shape[:2]) and np.array_equal(served, local)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
