@@ -66,6 +66,7 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
                                                                      abs=1e-6)
     assert len(list((project / "data/07_model_output/cityscapes_results").rglob("*_pred_labelIds.png"))) == 2
     _serve_champion_and_query_it(project, image)
+    _execute_the_notebook(project)
 
     # auto-labels: 3 PNGs per coarse image, a manifest the student read, a quality report
     assert len(list((project / "data/04_feature/auto_labels").rglob("*_autoLabelTrainIds.png"))) == 4
@@ -150,3 +151,22 @@ def _serve_champion_and_query_it(project, image):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _execute_the_notebook(project):
+    """notebooks/hmsa_results.ipynb runs top to bottom against this project's MLflow store."""
+    import shutil
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from tests.conftest import PROJECT_ROOT
+
+    notebooks = project / "notebooks"
+    shutil.copytree(PROJECT_ROOT / "notebooks", notebooks)
+    nb = nbformat.read(notebooks / "hmsa_results.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebooks)}}).execute()
+    text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "models:/hmsa-student@champion: version" in text
+    assert "hierarchical" in text and "student_explicit" in text  # the mIoU table of the evaluation run
