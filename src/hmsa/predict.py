@@ -82,11 +82,12 @@ def load_model(source: str, tracking_uri: str | None = None) -> torch.nn.Module:
         ) from None
 
 
-def read_image(path: Path) -> np.ndarray:
-    """The image as uint8 RGB (greyscale and RGBA converted)."""
+def read_image(path: Path) -> torch.Tensor:
+    """The image as the model's input, (3, H, W) in [0, 1] (greyscale and RGBA converted)."""
+    from hmsa.autolabel import read_image as read
+
     try:
-        with Image.open(path) as img:
-            return np.array(img.convert("RGB"))
+        return read(path)
     except (UnidentifiedImageError, OSError) as err:
         raise PredictError(f"{path}: cannot read this image ({err}); remove it or convert it to PNG/JPEG") from None
 
@@ -124,8 +125,7 @@ def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: S
     out.mkdir(parents=True, exist_ok=True)
     stems = _unique_stems(images)
     written: list[Path] = []
-    pairs = ((torch.from_numpy(read_image(p)).permute(2, 0, 1).float().div(255), torch.tensor(i))
-             for i, p in enumerate(images))
+    pairs = ((read_image(p), torch.tensor(i)) for i, p in enumerate(images))
     bar = tqdm(total=len(images), desc="predicting", unit="img", disable=not progress)
     for batch, index in batches_of(pairs, batch_size):
         result = model.predict(batch.to(dev), scales, flip)
