@@ -1,3 +1,6 @@
+import errno
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +10,7 @@ from PIL import Image
 from hmsa import autolabel
 from hmsa.autolabel import Job, Refinement, hard_labels, refine
 from hmsa.data import cityscapes
+from hmsa.fileio import DiskFullError
 from hmsa.models import ModelConfig, build_model
 
 from .models.conftest import TINY
@@ -96,15 +100,21 @@ def test_ranks_share_the_images(teacher, jobs, tmp_path):
     assert len(list(tmp_path.rglob("*_autoLabelTrainIds.png"))) == 4
 
 
-def test_a_failed_write_leaves_no_png(tmp_path, monkeypatch):
+def test_a_full_disk_leaves_the_previous_png_and_names_the_file(tmp_path, monkeypatch):
+    target = tmp_path / "x.png"
+    autolabel.write_png_atomic(np.full((4, 4), 3, dtype=np.uint8), target)
+    real_save = Image.Image.save
+
     def broken_save(self, fp, format=None, **params):
-        fp.write(b"\x89PNG half")
-        raise OSError("No space left on device")
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(OSError, match="No space left"):
-        autolabel.write_png_atomic(np.zeros((4, 4), dtype=np.uint8), tmp_path / "x.png")
-    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DiskFullError, match=r"no space left on the device while writing .*x\.png"):
+        autolabel.write_png_atomic(np.zeros((4, 4), dtype=np.uint8), target)
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    assert (np.asarray(Image.open(target)) == 3).all()
 
 
 def test_quality_against_hand_counts(tmp_path):

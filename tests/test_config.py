@@ -1,6 +1,6 @@
 import pytest
 
-from hmsa.config import ParameterError, parse_params
+from hmsa.config import ParameterError, check_parameters, parameter_blocks, parse_params
 from hmsa.data.config import DataConfig
 
 
@@ -39,3 +39,43 @@ def test_unknown_label_kind_in_splits():
 def test_non_mapping_block_is_refused():
     with pytest.raises(ParameterError, match="must be a mapping"):
         parse_params(DataConfig, [1, 2], "data")
+
+
+def _defaults() -> dict:
+    from kedro.config import OmegaConfigLoader
+
+    from hmsa.settings import CONFIG_LOADER_ARGS
+    from tests.conftest import PROJECT_ROOT
+
+    return OmegaConfigLoader(str(PROJECT_ROOT / "conf"), **CONFIG_LOADER_ARGS)["parameters"]
+
+
+def test_every_block_of_the_shipped_configuration_validates():
+    params = _defaults()
+    assert sorted(params) == sorted(parameter_blocks())
+    check_parameters(params)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"studnet": {"trainer": {"seed": 1}}}, r"Unknown parameter block\(s\) \['studnet'\]"),
+    ({"student": {"trainer": {"epohcs": 3}}}, r"(?s)parameters_student.*student\.trainer\.epohcs: unknown parameter"),
+    ({"teacher": {"trainer": {"lr": "fast"}}}, r"teacher\.trainer\.lr: .*\(got 'fast'\)"),
+    ({"evaluation": {"scale_sets": [[0.5, 2.0]]}}, r"1\.0 must be in the list.*in scale set \[0\.5, 2\.0\]"),
+    ({"auto_labeling": {"scales": [0.0, 1.0]}}, r"every scale must be > 0"),
+    ({"student": {"model": {"lo_scale": -0.5}}}, r"student\.model\.lo_scale: .*greater than 0"),
+    ({"auto_labeling": {"threshold": 1.5}}, r"auto_labeling\.threshold"),
+    ({"data": {"source": "cityscapes"}}, r"cityscapes_root must be set"),
+])
+def test_a_bad_parameter_anywhere_fails_before_the_run(change, message):
+    params = _defaults()
+    for key, block in change.items():
+        params[key] = _merge(params.get(key, {}), block)
+    with pytest.raises(ParameterError, match=message):
+        check_parameters(params)
+
+
+def _merge(base: dict, change: dict) -> dict:
+    out = dict(base)
+    for key, value in change.items():
+        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out

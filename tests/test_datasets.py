@@ -1,12 +1,32 @@
 """The project's Kedro datasets: model bundles and PNG folders, written all-or-nothing."""
 
+import errno
+import json
+from pathlib import Path
+
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from kedro.io import DatasetError
 
 from hmsa import fileio
-from hmsa.datasets import ModelBundleDataset, ModelBundleFolderDataset, PngFolderDataset
+from hmsa.datasets import (
+    CSVDataset,
+    JSONDataset,
+    ModelBundleDataset,
+    ModelBundleFolderDataset,
+    ParquetDataset,
+    PngFolderDataset,
+)
+
+
+class Unwritable:
+    """A cell that breaks the CSV writer halfway through the file."""
+
+    def __str__(self):
+        raise RuntimeError("this cell cannot be written")
 
 
 def _bundle(value: float) -> dict:
@@ -66,3 +86,49 @@ def test_a_failed_save_leaves_the_previous_folder(tmp_path, monkeypatch, make):
                           else {"y": _bundle(2.0)}))
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("make, good, bad", [
+    (lambda p: JSONDataset(filepath=str(p / "m.json")), {"a": 1}, {"a": 2, "b": object()}),
+    (lambda p: CSVDataset(filepath=str(p / "t.csv"), save_args={"index": False}),
+     pd.DataFrame({"x": [1, 2]}), pd.DataFrame({"x": [3]}).astype(object).assign(y=[Unwritable()])),
+])
+def test_a_failing_writer_leaves_the_previous_catalog_file(tmp_path, make, good, bad):
+    """kedro-datasets' own JSONDataset would leave `{"a": 2, "b": ` on disk here."""
+    data = make(tmp_path)
+    data.save(good)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(DatasetError):
+        data.save(bad)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_full_disk_keeps_the_previous_catalog_file_and_says_so(tmp_path, monkeypatch):
+    data = ParquetDataset(filepath=str(tmp_path / "sub" / "m.parquet"))
+    data.save(pd.DataFrame({"x": [1]}))
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", no_space)
+    with pytest.raises(DatasetError, match=r"no space left on the device while writing \S*m\.parquet: free some"):
+        data.save(pd.DataFrame({"x": [2]}))
+    monkeypatch.undo()
+    assert data.load()["x"].tolist() == [1]
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["m.parquet"]
+
+
+def test_mlflow_artifact_datasets_log_the_whole_file(tmp_path):
+    from kedro_mlflow.io.artifacts import MlflowArtifactDataset
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        data = MlflowArtifactDataset(dataset={"type": "hmsa.datasets.JSONDataset",
+                                              "filepath": str(tmp_path / "out" / "r.json")})
+        with mlflow.start_run() as run:
+            data.save({"miou": 0.5})
+        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="r.json",
+                                                    dst_path=str(tmp_path / "dl"))
+        assert json.loads(Path(local).read_text()) == {"miou": 0.5}
+    finally:
+        mlflow.set_tracking_uri(None)

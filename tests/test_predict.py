@@ -51,7 +51,7 @@ def test_same_labels_as_the_model_predicts(model_file, photos, tmp_path):
     model = predict.load_model(str(model_file))
     out = tmp_path / "out"
     predict.predict([photos / "street.png"], model, out, (0.5, 1.0, 2.0), flip=True, device="cpu", progress=False)
-    image = torch.from_numpy(np.asarray(Image.open(photos / "street.png"))).permute(2, 0, 1).float().div(255)
+    image = torch.from_numpy(np.array(Image.open(photos / "street.png"))).permute(2, 0, 1).float().div(255)
     expected = model.predict(image[None], (0.5, 1.0, 2.0), True)["logits"].argmax(1)[0].numpy()
     got = label_ids_to_train_ids(np.asarray(Image.open(out / "street_labelIds.png")))
     assert np.array_equal(got, expected)
@@ -64,12 +64,20 @@ def test_same_labels_as_the_model_predicts(model_file, photos, tmp_path):
      "cannot load it from the MLflow store"),
     (["{photos}", "--model", "{model}", "--scales", "0.5", "2"], "1.0 must be in the list"),
     (["{broken}", "--model", "{model}"], "cannot read this image"),
+    (["{photos}", "--model", "{other_classes}"], "the weights do not fit its model"),
+    (["{photos}", "--model", "{truncated}"], "cannot be loaded as a checkpoint"),
 ])
 def test_clear_errors(model_file, photos, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "broken.png").write_bytes(b"not a png")
+    # weights of a 19-class model under a configuration that says 7 classes
+    bundle = checkpoint.load(model_file)
+    checkpoint.save_atomic({**bundle, "model_config": {**bundle["model_config"], "num_classes": 7}},
+                           tmp_path / "other.pt")
+    (tmp_path / "truncated.pt").write_bytes(model_file.read_bytes()[:500])
     values = {"empty": tmp_path / "empty", "photos": photos, "tmp": tmp_path, "model": model_file,
-              "broken": tmp_path / "broken.png"}
+              "broken": tmp_path / "broken.png", "other_classes": tmp_path / "other.pt",
+              "truncated": tmp_path / "truncated.pt"}
     argv = ["predict", *[a.format(**values) for a in args], "--out", str(tmp_path / "out"), "--no-progress"]
     assert predict.main(argv) == 2
     assert message in capsys.readouterr().err

@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from hmsa.fileio import atomic_path, remove_stale_temps
 from hmsa.data.labels import IGNORE_INDEX, LABEL_BY_NAME, NUM_CLASSES, TRAIN_CLASS_NAMES, label_ids_to_train_ids
 
 log = logging.getLogger(__name__)
@@ -105,15 +104,8 @@ def output_paths(out_dir: Path, city: str, stem: str) -> dict[str, Path]:
 
 def write_png_atomic(array: np.ndarray, path: Path) -> None:
     """Write a PNG to a temporary file beside ``path``, then rename: never a half-written PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 @dataclass(frozen=True)
@@ -214,10 +206,10 @@ def prepare_output(out_dir: Path, stamp: dict) -> bool:
         shutil.rmtree(out_dir)
         cleared = True
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)  # PNGs a killed run was writing
     if current != stamp:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stamp, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(stamp, indent=2, sort_keys=True))
     return cleared
 
 

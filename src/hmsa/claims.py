@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from hmsa.fileio import atomic_path
 
 MS = "0.5-1.0-2.0"
 
@@ -150,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 _kedro(["--env", args.env, "--params", seed_params])
             else:
                 _kedro(["--env", args.env, "--pipelines", "student_training,evaluation", "--params", seed_params])
-            tmp = out / f".seed_{seed}.csv.tmp"
-            shutil.copyfile(results, tmp)
-            os.replace(tmp, out / f"seed_{seed}.csv")
+            with atomic_path(out / f"seed_{seed}.csv") as tmp:
+                shutil.copyfile(results, tmp)
             timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": i == 0}
             (out / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     tables = {seed: pd.read_csv(out / f"seed_{seed}.csv") for seed in args.seeds if (out / f"seed_{seed}.csv").is_file()}

@@ -41,3 +41,43 @@ def parse_params(model: type[Model], raw: Any, key: str, conf_file: str | None =
         raise ParameterError(
             f"Invalid parameters '{key}'{where}:\n" + "\n".join(lines) + "\nFix them in conf/ or in --params."
         ) from None
+
+
+def parameter_blocks() -> dict[str, tuple[type[BaseModel], str]]:
+    """Each top-level parameter block of conf/: its settings model and the file that sets it."""
+    from hmsa.autolabel import AutoLabelConfig
+    from hmsa.data.config import DataConfig
+    from hmsa.evaluation.config import EvaluationConfig
+    from hmsa.training.config import RoleConfig
+
+    return {
+        "data": (DataConfig, "conf/base/parameters_data_ingestion.yml"),
+        "teacher": (RoleConfig, "conf/base/parameters_teacher_training.yml"),
+        "auto_labeling": (AutoLabelConfig, "conf/base/parameters_auto_labeling.yml"),
+        "student": (RoleConfig, "conf/base/parameters_student_training.yml"),
+        "evaluation": (EvaluationConfig, "conf/base/parameters_evaluation.yml"),
+    }
+
+
+def check_parameters(params: dict[str, Any]) -> None:
+    """Validate every parameter block before anything runs, so a typo fails in seconds.
+
+    An unknown top-level key (``--params studnet.trainer.seed=1``) is an error too: Kedro
+    would otherwise add it silently and the run would ignore it.
+    """
+    blocks = parameter_blocks()
+    unknown = sorted(set(params) - set(blocks))
+    if unknown:
+        raise ParameterError(
+            f"Unknown parameter block(s) {unknown}: the parameters are {sorted(blocks)}. "
+            "Check the spelling in conf/ or in --params."
+        )
+    for key in blocks:
+        if key in params:
+            parse_block(key, params[key])
+
+
+def parse_block(key: str, raw: Any) -> BaseModel:
+    """The top-level parameter block ``key`` (``data``, ``teacher``, ...), validated."""
+    model, conf_file = parameter_blocks()[key]
+    return parse_params(model, raw, key, conf_file)

@@ -1,16 +1,77 @@
-"""Kedro datasets of this project (the only Kedro-aware I/O code outside pipelines/)."""
+"""Kedro datasets of this project (the only Kedro-aware I/O code outside pipelines/).
+
+Every file the catalog writes is written whole or not at all: kedro-datasets' JSON, CSV,
+Parquet and Matplotlib datasets write straight into the target file, so that a failing
+writer or a kill leaves it half-written. The subclasses here write beside it and rename.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
+from kedro.io.core import get_filepath_str
+from kedro_datasets import json as kd_json
+from kedro_datasets import matplotlib as kd_matplotlib
+from kedro_datasets import pandas as kd_pandas
 from PIL import Image
 
-from hmsa.fileio import replace_folder
+from hmsa.fileio import disk_full, replace_folder, temp_name
 from hmsa.training import checkpoint
+
+
+class _AtomicSave:
+    """Mixin for kedro-datasets file datasets: ``save`` writes a temporary file beside the
+    target (the parent's own writer, pointed there) and renames it over the target."""
+
+    _redirect: PurePosixPath | None = None
+
+    def _get_save_path(self) -> PurePosixPath:
+        return self._redirect or super()._get_save_path()
+
+    def save(self, data: Any) -> None:
+        final = super()._get_save_path()
+        tmp = final.with_name(temp_name(final.name))
+        tmp_str, final_str = get_filepath_str(tmp, self._protocol), get_filepath_str(final, self._protocol)
+        self._fs.mkdirs(str(PurePosixPath(final_str).parent), exist_ok=True)
+        self._redirect = tmp
+        try:
+            super().save(data)
+            self._fs.mv(tmp_str, final_str)
+        except OSError as err:
+            raise disk_full(err, final_str) from err
+        except DatasetError as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, OSError) and disk_full(cause, final_str) is not cause:
+                raise disk_full(cause, final_str) from err
+            raise
+        finally:
+            self._redirect = None
+            if self._fs.exists(tmp_str):
+                self._fs.rm(tmp_str)
+
+
+class JSONDataset(_AtomicSave, kd_json.JSONDataset):
+    """kedro-datasets' JSONDataset, written atomically."""
+
+
+class CSVDataset(_AtomicSave, kd_pandas.CSVDataset):
+    """kedro-datasets' pandas CSVDataset, written atomically."""
+
+
+class ParquetDataset(_AtomicSave, kd_pandas.ParquetDataset):
+    """kedro-datasets' pandas ParquetDataset, written atomically."""
+
+
+class MatplotlibDataset(_AtomicSave, kd_matplotlib.MatplotlibDataset):
+    """kedro-datasets' MatplotlibDataset for one figure, written atomically."""
+
+    def save(self, data: Any) -> None:
+        if isinstance(data, list | dict):
+            raise DatasetError(f"{type(self).__name__} saves one figure; use kedro-datasets' own for several")
+        super().save(data)
 
 
 class ModelBundleDataset(AbstractDataset[dict, dict]):

@@ -1,4 +1,5 @@
-"""Kedro hooks: tag every MLflow run with what it was made from; one writer under torchrun."""
+"""Kedro hooks: check parameters and the MLflow store before anything runs; tag every MLflow
+run with what it was made from; one writer under torchrun."""
 
 from __future__ import annotations
 
@@ -23,6 +24,31 @@ TAG_RAW_DATA_SOURCE = "hmsa.raw_data.source"
 TAG_RAW_DATA_ROOT = "hmsa.raw_data.root"
 
 
+class PreflightHook:
+    """Fails in seconds, with what to do, on what would otherwise fail hours into a run.
+
+    Runs before kedro-mlflow's own hook (``tryfirst``), which would otherwise stop on an
+    unreadable store with a database traceback.
+    """
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context) -> None:
+        """Validate every parameter block (typos, types, ranges) and the local MLflow store."""
+        from hmsa.config import check_parameters
+        from hmsa.tracking import check_store
+
+        check_parameters(context.params)
+        loader = context.config_loader
+        if "mlflow" not in loader.config_patterns:
+            loader.config_patterns["mlflow"] = ["mlflow*", "mlflow*/**", "**/mlflow*"]
+        try:
+            uri = (loader["mlflow"].get("server") or {}).get("mlflow_tracking_uri")
+        except Exception:  # no mlflow.yml: kedro-mlflow's defaults, checked by MLflow itself
+            uri = None
+        if uri:
+            check_store(str(uri), context.project_path)
+
+
 class ProvenanceHook:
     """Tags the run kedro-mlflow opened with the git commit and the raw data's DVC hash.
 
@@ -31,8 +57,9 @@ class ProvenanceHook:
     """
 
     @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
-        """Set the git tags and the run name once kedro-mlflow has started the run."""
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """Set the git tags and the run name once kedro-mlflow has started the run, and the
+        raw data's identity when this run reads an earlier ingestion's record of it."""
         if mlflow.active_run() is None:
             return
         commit = provenance.git_commit(run_params.get("project_path") or ".")
@@ -40,13 +67,18 @@ class ProvenanceHook:
             mlflow.set_tags({TAG_GIT_COMMIT: commit, "mlflow.source.git.commit": commit.removesuffix("-dirty")})
         names = run_params.get("pipeline_names") or ["__default__"]
         mlflow.set_tag("mlflow.runName", run_name(names, list(pipelines)))
+        if "raw_data_info" not in pipeline.all_outputs() and catalog.exists("raw_data_info"):
+            self._tag_raw_data(catalog.load("raw_data_info"))
 
     @hook_impl
     def after_node_run(self, outputs: dict[str, Any]) -> None:
         """Tag the run with the raw data's identity as soon as ingestion has it."""
         info = outputs.get("raw_data_info")
-        if info is None or mlflow.active_run() is None:
-            return
+        if info is not None and mlflow.active_run() is not None:
+            self._tag_raw_data(info)
+
+    @staticmethod
+    def _tag_raw_data(info: dict[str, Any]) -> None:
         tags = {TAG_RAW_DATA_SOURCE: info["source"], TAG_RAW_DATA_ROOT: info["root"]}
         if info.get("dvc_md5"):
             tags[TAG_RAW_DATA_HASH] = info["dvc_md5"]

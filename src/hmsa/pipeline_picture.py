@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
+from hmsa.fileio import atomic_path
+
 DEFAULT_OUT = Path("docs/pipeline.png")
 
 
@@ -87,10 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(argv[0]) if argv else DEFAULT_OUT
     configure_project("hmsa")
     fig = draw(*stage_graph(register_pipelines()))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     print(f"written to {out}")
     return 0
 

@@ -23,6 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from hmsa.fileio import atomic_path
 from hmsa.data.labels import TRAIN_ID_PALETTE, train_ids_to_label_ids
 
 DEFAULT_MODEL = "models:/hmsa-student@champion"
@@ -53,7 +54,7 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 def load_model(source: str, tracking_uri: str | None = None) -> torch.nn.Module:
     """A Segmenter from an MLflow model URI or a model bundle / checkpoint file."""
-    from hmsa.serving import model_from_bundle
+    from hmsa.serving import ModelMismatchError, model_from_bundle
     from hmsa.training import checkpoint
 
     if "://" not in source and not source.startswith("models:/") and not source.startswith("runs:/"):
@@ -61,10 +62,16 @@ def load_model(source: str, tracking_uri: str | None = None) -> torch.nn.Module:
         if not path.is_file():
             raise PredictError(f"--model {source}: no such file; give a model bundle (data/06_models/student.pt), "
                                f"a checkpoint (best.pt) or an MLflow URI such as {DEFAULT_MODEL}")
-        bundle = checkpoint.load(path)
+        try:
+            bundle = checkpoint.load(path)
+        except checkpoint.CheckpointError as err:
+            raise PredictError(f"--model {err}") from None
         if not isinstance(bundle, dict) or not {"model_config", "state_dict"} <= set(bundle):
             raise PredictError(f"--model {source}: not a model bundle or checkpoint (needs model_config, state_dict)")
-        return model_from_bundle(bundle)
+        try:
+            return model_from_bundle(bundle, f"--model {source}")
+        except ModelMismatchError as err:
+            raise PredictError(str(err)) from None
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -104,9 +111,8 @@ def attention_picture(image: np.ndarray, attention: dict[float, np.ndarray]) -> 
 
 
 def _save(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: Sequence[float] = (0.5, 1.0, 2.0),

@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from hmsa.hooks import ProvenanceHook, SingleWriterHook
+from hmsa.hooks import PreflightHook, ProvenanceHook, SingleWriterHook
 
-HOOKS = (ProvenanceHook(), SingleWriterHook())
+HOOKS = (PreflightHook(), ProvenanceHook(), SingleWriterHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 # soft: an environment's parameter files (conf/claims) override single keys of conf/base

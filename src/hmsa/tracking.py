@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import re
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import mlflow
 import numpy as np
@@ -18,6 +22,58 @@ from hmsa.training import checkpoint
 
 #: alias set on the newest registered version (MLflow reserves "latest")
 NEWEST_ALIAS = "newest"
+#: tag on a run that resumed training from a checkpoint another (killed) run wrote
+RESUMED_FROM_TAG = "hmsa.{role}.resumed_from_run"
+#: tag on the killed run: the run that took its training over
+RESUMED_BY_TAG = "hmsa.{role}.resumed_by_run"
+
+
+class StoreError(RuntimeError):
+    """The MLflow tracking store cannot be read or written; the message says what to do."""
+
+
+def without_credentials(uri: str) -> str:
+    """``uri`` with any ``user:password@`` removed, for messages and logs."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", uri)
+
+
+def check_store(uri: str, project_path: Path | str = ".") -> None:
+    """Fail early, with what to do, when the local MLflow store at ``uri`` is unusable.
+
+    Checks ``sqlite:///`` files (a real, readable SQLite database in a writable folder) and
+    local folder stores; remote stores (http, databricks, ...) are left to MLflow.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = Path(unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path))
+    elif parsed.scheme in ("", "file"):
+        path = Path(unquote(parsed.path))
+    else:
+        return
+    if not path.is_absolute():
+        path = Path(project_path) / path
+    shown = without_credentials(uri)
+    folder = path if parsed.scheme != "sqlite" else path.parent
+    if parsed.scheme == "sqlite" and path.exists():
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as err:
+            raise StoreError(
+                f"The MLflow store {path} ({shown}) cannot be read: {err}. Move it aside "
+                f"(mv {path.name} {path.name}.broken) to start a new store, restore it from a backup, or set "
+                "server.mlflow_tracking_uri in conf/<env>/mlflow.yml to another store."
+            ) from None
+    elif parsed.scheme != "sqlite" and path.exists() and not path.is_dir():
+        raise StoreError(f"The MLflow store {path} ({shown}) is a file, not a folder: set "
+                         "server.mlflow_tracking_uri in conf/<env>/mlflow.yml to a folder or a sqlite:/// URI.")
+    probe = folder if folder.exists() else folder.parent
+    if probe.exists() and not os.access(probe, os.R_OK | os.W_OK):
+        raise StoreError(f"The MLflow store {path} ({shown}) is not readable and writable by this user: fix the "
+                         f"permissions of {probe} or set server.mlflow_tracking_uri in conf/<env>/mlflow.yml.")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(f"The MLflow store {path} ({shown}) is not readable and writable by this user: fix its "
+                         "permissions or set server.mlflow_tracking_uri in conf/<env>/mlflow.yml.")
 
 
 class EpochLogger:
@@ -37,6 +93,25 @@ class EpochLogger:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
         MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
+
+    def resumed(self, previous_run_id: str | None, role: str) -> None:
+        """Link this run to the run whose checkpoint it resumed (a killed run is marked KILLED).
+
+        The resuming run logs the earlier epochs again, so it holds the whole curve; the two
+        runs point at each other through the tags ``hmsa.<role>.resumed_from_run`` and
+        ``hmsa.<role>.resumed_by_run``.
+        """
+        if not previous_run_id or previous_run_id == self.run_id:
+            return
+        client = MlflowClient(self.tracking_uri)
+        client.set_tag(self.run_id, RESUMED_FROM_TAG.format(role=role), previous_run_id)
+        try:
+            previous = client.get_run(previous_run_id)
+        except mlflow.exceptions.MlflowException:  # another store, or deleted
+            return
+        client.set_tag(previous_run_id, RESUMED_BY_TAG.format(role=role), self.run_id)
+        if previous.info.status == "RUNNING":  # it was killed: nothing will ever end it
+            client.set_terminated(previous_run_id, "KILLED")
 
 
 def signature() -> ModelSignature:

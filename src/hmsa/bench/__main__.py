@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 from pathlib import Path
 
+from hmsa.fileio import atomic_path
 from hmsa.bench import autolabel, data, evaluation, training
 from hmsa.data.ingest import default_workers
 
@@ -30,10 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     existing = json.loads(args.out.read_text()) if args.out.is_file() else {}
     existing.update(figures)
     existing["_machine"] = {"cpus": workers, "platform": platform.platform(), "python": platform.python_version()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, args.out)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
 
     width = max(len(k) for k in figures)
     print(f"{'benchmark':<{width}}  {'value':>10}  unit       conditions")

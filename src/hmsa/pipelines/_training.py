@@ -12,7 +12,7 @@ import pandas as pd
 from kedro.pipeline import Node, Pipeline
 
 from hmsa import tracking
-from hmsa.config import parse_params
+from hmsa.config import parse_block
 from hmsa.training import run
 from hmsa.training.config import RoleConfig
 from hmsa.training.data import class_pixel_totals, items_from_manifest, label_pixel_totals
@@ -23,7 +23,7 @@ KEYS = ["split", "image_id", "label_kind"]
 
 def role_config(params: dict, role: str) -> RoleConfig:
     """Validate the ``teacher:`` or ``student:`` parameter block."""
-    return parse_params(RoleConfig, params, role, f"conf/base/parameters_{role}_training.yml")
+    return parse_block(role, params)
 
 
 def select_training_data(params: dict, role: str, image_manifest: pd.DataFrame, class_pixel_counts: pd.DataFrame,
@@ -74,8 +74,15 @@ class _Prefixed:
     def __init__(self, logger, prefix: str):
         self.logger, self.prefix = logger, prefix
 
+    @property
+    def run_id(self) -> str:
+        return self.logger.run_id
+
     def __call__(self, metrics: dict, step: int) -> None:
         self.logger({f"{self.prefix}/{k}": v for k, v in metrics.items()}, step)
+
+    def resumed(self, previous_run_id: str | None) -> None:
+        self.logger.resumed(previous_run_id, self.prefix)
 
 
 def train_model(params: dict, role: str, data: run.TrainData) -> tuple[dict, pd.DataFrame, dict]:

@@ -24,6 +24,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from hmsa.data.ingest import COUNT_COLUMNS
 from hmsa.data.labels import IGNORE_INDEX, NUM_CLASSES, label_ids_to_train_ids
+from hmsa.fileio import under
 
 LABEL_FORMATS = ("label_ids", "train_ids")
 
@@ -41,16 +42,9 @@ def items_from_manifest(manifest: pd.DataFrame, root: str | Path, label_format: 
                         label_root: str | Path | None = None) -> list[Item]:
     """Items for the manifest rows: images under ``root``, labels under ``label_root`` (default
     ``root``); refuses paths that leave their root."""
-    root = Path(root).resolve()
-    label_root = Path(label_root).resolve() if label_root is not None else root
-    items = []
-    for row in manifest.itertuples(index=False):
-        image, label = (root / row.image_path).resolve(), (label_root / row.label_path).resolve()
-        for path, base in ((image, root), (label, label_root)):
-            if not path.is_relative_to(base):
-                raise ValueError(f"manifest path {path} is outside its data root {base}; rebuild the manifest")
-        items.append(Item(str(image), str(label), label_format))
-    return items
+    label_root = label_root if label_root is not None else root
+    return [Item(str(under(root, row.image_path)), str(under(label_root, row.label_path)), label_format)
+            for row in manifest.itertuples(index=False)]
 
 
 def label_pixel_totals(items: list[Item]) -> np.ndarray:

@@ -112,7 +112,8 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
     Writes ``last.pt`` and ``best.pt`` into ``cfg.checkpoint_dir`` (rank 0) and resumes
     from ``last.pt`` when it was made by the same setup (see :func:`fingerprint`; ``data_key``
     identifies the training data). A resumed run logs the earlier epochs again, so that the
-    new MLflow run holds the whole curve.
+    new MLflow run holds the whole curve; ``log_fn.resumed(run_id)``, when the logger has it,
+    is told which run wrote the checkpoint (``last.pt`` records ``log_fn.run_id``).
     """
     device = pick_device(cfg.device, local_rank)
     ckpt_dir = Path(cfg.checkpoint_dir)
@@ -166,6 +167,8 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
             start_epoch, iteration = state["epoch"] + 1, state["iteration"]
             best_miou, best_epoch, history = state["best_miou"], state["best_epoch"], json.loads(state["history"])
             log.info("Resuming from %s after epoch %d (iteration %d)", last_path, state["epoch"] + 1, iteration)
+            if main and hasattr(log_fn, "resumed"):
+                log_fn.resumed(state.get("mlflow_run_id"))
             if main and log_fn is not None:
                 for row in history:
                     log_fn(_metrics(row), row["epoch"])
@@ -235,6 +238,7 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
                 "fingerprint": key, "epoch": epoch, "iteration": iteration, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "best_miou": best_miou, "best_epoch": best_epoch, "history": json.dumps(history),
+                "mlflow_run_id": getattr(log_fn, "run_id", None) or "",
             }, last_path)
             if log_fn is not None:
                 log_fn(_metrics(row), epoch + 1)

@@ -18,23 +18,23 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from hmsa import autolabel
-from hmsa.config import parse_params
+from hmsa.config import parse_block
 from hmsa.data.labels import TRAIN_ID_PALETTE, label_ids_to_train_ids
+from hmsa.fileio import under
 from hmsa.serving import model_from_bundle
 from hmsa.training import distributed
 from hmsa.training.loop import pick_device
 
 log = logging.getLogger(__name__)
-CONF_FILE = "conf/base/parameters_auto_labeling.yml"
 
 
 def _config(params: dict) -> autolabel.AutoLabelConfig:
-    return parse_params(autolabel.AutoLabelConfig, params, "auto_labeling", CONF_FILE)
+    return parse_block("auto_labeling", params)
 
 
 def _teacher(cfg: autolabel.AutoLabelConfig, teacher_model: dict) -> torch.nn.Module:
     if cfg.teacher == "catalog":
-        return model_from_bundle(teacher_model)
+        return model_from_bundle(teacher_model, "teacher_model (data/06_models/teacher.pt)")
     import mlflow.pyfunc
 
     log.info("Loading the teacher from %s", cfg.teacher)
@@ -53,7 +53,7 @@ def auto_label(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
     if rows.empty:
         raise ValueError(f"auto_labeling.splits {cfg.splits}: no coarse images to label")
     root, out_dir = Path(raw_data_info["root"]), Path(cfg.output_dir)
-    jobs = [autolabel.Job(r.image_id, r.city, str(root / r.image_path), str(root / r.label_path))
+    jobs = [autolabel.Job(r.image_id, r.city, str(under(root, r.image_path)), str(under(root, r.label_path)))
             for r in rows.itertuples(index=False)]
     rank, world, _ = distributed.env_world()
     device = pick_device(cfg.device)
@@ -87,11 +87,11 @@ def label_quality(auto_label_manifest: pd.DataFrame, auto_labels_info: dict, raw
     root, out = Path(raw_data_info["root"]), Path(auto_labels_info["root"])
     m = auto_label_manifest
     rows = pd.DataFrame({
-        "label": [str(out / p) for p in m["label_path"]],
-        "confidence": [str(out / p) for p in m["confidence_path"]],
-        "prediction": [str(out / p) for p in m["prediction_path"]],
-        "human": [str(root / p) for p in m["human_label_path"]],
-        "fine": [str(root / p) if isinstance(p, str) else None for p in m["heldout_fine_path"]],
+        "label": [str(under(out, p)) for p in m["label_path"]],
+        "confidence": [str(under(out, p)) for p in m["confidence_path"]],
+        "prediction": [str(under(out, p)) for p in m["prediction_path"]],
+        "human": [str(under(root, p)) for p in m["human_label_path"]],
+        "fine": [str(under(root, p)) if isinstance(p, str) else None for p in m["heldout_fine_path"]],
     })
     q = autolabel.quality(rows, cfg.sweep_thresholds)
     summary = q["summary"]
@@ -120,7 +120,7 @@ def label_panels(auto_labels: dict, auto_label_manifest: pd.DataFrame, raw_data_
     for ax_row, r in zip(axes, rows.itertuples(index=False)):
         key = r.label_path.removesuffix(".png")
         conf_key = r.confidence_path.removesuffix(".png")
-        with Image.open(root / r.image_path) as img, Image.open(root / r.human_label_path) as hum:
+        with Image.open(under(root, r.image_path)) as img, Image.open(under(root, r.human_label_path)) as hum:
             image, human = np.asarray(img.convert("RGB")), label_ids_to_train_ids(np.asarray(hum))
         label = np.asarray(auto_labels[key]())
         conf = np.asarray(auto_labels[conf_key]())

@@ -10,16 +10,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hmsa import provenance
-from hmsa.config import parse_params
+from hmsa.config import parse_block
 from hmsa.data import cityscapes, ingest, report, synthetic
 from hmsa.data.config import DataConfig
 
 log = logging.getLogger(__name__)
-CONF_FILE = "conf/base/parameters_data_ingestion.yml"
 
 
 def _config(data: dict) -> DataConfig:
-    return parse_params(DataConfig, data, "data", CONF_FILE)
+    return parse_block("data", data)
 
 
 def _workers(cfg: DataConfig) -> int:

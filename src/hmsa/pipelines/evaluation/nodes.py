@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from hmsa.config import parse_params
+from hmsa.config import parse_block
 from hmsa.data.labels import NUM_CLASSES, TRAIN_CLASS_NAMES, train_ids_to_label_ids
 from hmsa.evaluation import pictures
 from hmsa.evaluation.config import MODEL_NAMES, EvaluationConfig
@@ -24,12 +24,11 @@ from hmsa.training.data import EvalDataset, items_from_manifest
 from hmsa.training.loop import pick_device
 
 log = logging.getLogger(__name__)
-CONF_FILE = "conf/base/parameters_evaluation.yml"
 IOU_COLUMNS = [f"iou/{name}" for name in TRAIN_CLASS_NAMES]
 
 
 def _config(params: dict) -> EvaluationConfig:
-    return parse_params(EvaluationConfig, params, "evaluation", CONF_FILE)
+    return parse_block("evaluation", params)
 
 
 def _bundles(cfg: EvaluationConfig, teacher_model: dict, student_model: dict, student_variants: dict) -> dict[str, dict]:
@@ -76,7 +75,7 @@ def evaluate(params: dict, teacher_model: dict, student_model: dict, student_var
     device = pick_device(cfg.device)
     table, confusions = [], {}
     for name, bundle in bundles.items():
-        model = model_from_bundle(bundle).to(device)
+        model = model_from_bundle(bundle, f"model {name!r}").to(device)
         settings = settings_for(model, cfg.scale_sets, cfg.fusions, cfg.flip)
         bar = tqdm(total=len(items), desc=f"evaluating {name}", unit="img", disable=not cfg.progress_bar)
         result = evaluate_grid(model, batches_of(_pairs(items), cfg.batch_size), settings, device, bar.update)
@@ -152,7 +151,7 @@ def confusion_plot(results: pd.DataFrame, confusions: dict) -> Figure:
 
 
 def _load_model(name: str, bundles: dict[str, dict], device: torch.device):
-    return model_from_bundle(bundles[name]).to(device)
+    return model_from_bundle(bundles[name], f"model {name!r}").to(device)
 
 
 def prediction_pictures(params: dict, results: pd.DataFrame, teacher_model: dict, student_model: dict,

@@ -1,0 +1,51 @@
+"""The MLflow store checked before a run, credentials kept out of messages, resumed runs linked."""
+
+import mlflow
+import pytest
+
+from hmsa.tracking import EpochLogger, StoreError, check_store, without_credentials
+
+
+def test_a_store_that_is_not_a_database_is_named_with_what_to_do(tmp_path):
+    (tmp_path / "mlflow.db").write_text("not a database")
+    with pytest.raises(StoreError) as err:
+        check_store("sqlite:///mlflow.db", tmp_path)
+    text = str(err.value)
+    assert str(tmp_path / "mlflow.db") in text and "mv mlflow.db mlflow.db.broken" in text
+
+
+def test_a_folder_store_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "mlruns").write_text("x")
+    with pytest.raises(StoreError, match="is a file, not a folder"):
+        check_store("mlruns", tmp_path)
+
+
+def test_usable_stores_pass(tmp_path):
+    check_store("sqlite:///mlflow.db", tmp_path)  # not there yet: MLflow creates it
+    mlflow.MlflowClient(f"sqlite:///{tmp_path / 'real.db'}").search_experiments()
+    check_store(f"sqlite:///{tmp_path / 'real.db'}", tmp_path)
+    check_store("https://user:pw@mlflow.example.com", tmp_path)  # remote: MLflow's own checks
+
+
+def test_credentials_never_appear_in_messages(tmp_path):
+    assert without_credentials("https://alice:s3cret@host:5000/x") == "https://***@host:5000/x"
+    assert without_credentials("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+
+
+def test_a_resumed_run_is_linked_to_the_killed_one(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("e")
+    killed = client.create_run(experiment).info.run_id  # left RUNNING, as a kill -9 leaves it
+    finished = client.create_run(experiment).info.run_id
+    client.set_terminated(finished, "FINISHED")
+    resumed = client.create_run(experiment).info.run_id
+    EpochLogger(resumed, uri).resumed(killed, "teacher")
+    EpochLogger(resumed, uri).resumed(finished, "student")
+    EpochLogger(resumed, uri).resumed(resumed, "other")  # the same run: nothing to link
+    tags = client.get_run(resumed).data.tags
+    assert tags["hmsa.teacher.resumed_from_run"] == killed and tags["hmsa.student.resumed_from_run"] == finished
+    assert "hmsa.other.resumed_from_run" not in tags
+    assert client.get_run(killed).info.status == "KILLED"
+    assert client.get_run(killed).data.tags["hmsa.teacher.resumed_by_run"] == resumed
+    assert client.get_run(finished).info.status == "FINISHED"  # a finished run stays finished
