@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -36,14 +38,47 @@ def tiny_parameters(dest: Path) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "KEDRO_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "hmsa test", "GIT_AUTHOR_EMAIL": "test@hmsa.invalid",
-           "GIT_COMMITTER_NAME": "hmsa test", "GIT_COMMITTER_EMAIL": "test@hmsa.invalid"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+def _env(cwd: Path) -> dict[str, str]:
+    """The venv first on PATH, the copy's own src importable, no telemetry, a git identity."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(Path(cwd) / "src"),
+            "KEDRO_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "hmsa test", "GIT_AUTHOR_EMAIL": "test@hmsa.invalid",
+            "GIT_COMMITTER_NAME": "hmsa test", "GIT_COMMITTER_EMAIL": "test@hmsa.invalid"}
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd``; with ``check``, fail the test (with the output) unless it succeeds."""
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
+
+
+def kill_at(kedro_args: list[str], cwd: Path, slowed: str, point: int, delay: float = 0.3,
+            timeout: float = 300) -> str:
+    """Start ``kedro <kedro_args>`` with the function ``slowed`` ("module:name") slowed down,
+    and ``kill -9`` it (its whole process group) when that function is called the
+    ``point``-th time. Returns what the run printed on stderr until then."""
+    cmd = [sys.executable, str(Path(__file__).with_name("slowed_kedro.py")), slowed, str(delay), *kedro_args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    seen, deadline = [], time.monotonic() + timeout
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if line.rstrip().endswith(f"FAULT-POINT {point}"):  # progress bars may share the line
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            assert time.monotonic() < deadline, f"{slowed} was not called {point} times in {timeout} s"
+        else:
+            raise AssertionError(f"the run ended before calling {slowed} {point} times:\n{''.join(seen)[-3000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    return "".join(seen)
 
 
 def tiny_training(project, **trainer):

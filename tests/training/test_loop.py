@@ -74,6 +74,20 @@ def test_resume_continues_from_the_last_epoch(tiny_setup):
     assert checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")["fingerprint"] == fingerprint(model_cfg, trainer, "other data")
 
 
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_setup, tmp_path):
+    items, model_cfg, trainer = tiny_setup
+    trainer = trainer.model_copy(update={"epochs": 3})
+    whole = trainer.model_copy(update={"checkpoint_dir": str(tmp_path / "whole")})
+    fit(model_cfg, whole, *_data(items, whole))
+    with pytest.raises(Crash):
+        fit(model_cfg, trainer, *_data(items, trainer), log_fn=crash_after_epoch_one)
+    resumed = fit(model_cfg, trainer, *_data(items, trainer))
+    a, b = checkpoint.load(tmp_path / "whole" / "last.pt"), checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [r["loss"] for r in json.loads(a["history"])] == [r["loss"] for r in resumed.history]
+
+
 def test_resume_needs_the_same_setup(tiny_setup):
     items, model_cfg, trainer = tiny_setup
     fit(model_cfg, trainer, *_data(items, trainer))

@@ -184,6 +184,11 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
             sampler.set_epoch(epoch)
         else:
             sampler.generator.manual_seed(cfg.seed + epoch)
+        # every random draw of an epoch (augmentation, worker seeds, dropout) depends on
+        # (seed, epoch, rank) only, so that a resumed run continues bit for bit
+        epoch_seed = (cfg.seed * 1_000_003 + epoch) * 1_009 + rank
+        torch.manual_seed(epoch_seed)
+        loader.generator.manual_seed(epoch_seed)
         net.train()
         sums: dict[str, float] = {}
         seen, steps, start = 0, 0, time.perf_counter()
