@@ -47,9 +47,12 @@ def _env(cwd: Path) -> dict[str, str]:
             "GIT_COMMITTER_NAME": "hmsa test", "GIT_COMMITTER_EMAIL": "test@hmsa.invalid"}
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in ``cwd``; with ``check``, fail the test (with the output) unless it succeeds."""
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=timeout)
+def run(cmd: list[str], cwd: Path, timeout: int = 600, check: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd`` (``env`` added to the environment); with ``check``, fail the
+    test (with the output) unless it succeeds."""
+    proc = subprocess.run(cmd, cwd=cwd, env={**_env(cwd), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     if check:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

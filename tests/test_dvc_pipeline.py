@@ -3,9 +3,11 @@
 import json
 import shutil
 
+import mlflow
 import pytest
 
 from hmsa import provenance
+from hmsa.hooks import TAG_GIT_COMMIT, TAG_RAW_DATA_HASH
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import copy_project, run, tiny_parameters, tiny_training
 
@@ -26,6 +28,20 @@ def test_dvc_repro_then_nothing_to_do_then_push_and_pull(tmp_path):
         assert f"Running stage '{stage}'" in first.stdout
     lock = (project / "dvc.lock").read_text()
     assert provenance.dvc_hash(project / "data/01_raw/synthcity") in lock
+
+    # every MLflow run can be traced to its code, data and parameters
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("hmsa").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        ["auto_labeling", "data_ingestion", "evaluation", "student_training", "teacher_training"])
+    commit = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    raw = provenance.dvc_hash(project / "data/01_raw/synthcity")
+    for r in runs:
+        assert r.data.tags[TAG_GIT_COMMIT].removesuffix("-dirty") == commit, r.info.run_name
+        assert r.data.tags[TAG_RAW_DATA_HASH] == raw, r.info.run_name
+        assert r.data.params, r.info.run_name
+    assert client.get_run(next(r.info.run_id for r in runs if r.info.run_name == "teacher_training")
+                          ).data.params["teacher.trainer.epochs"] == "2"
 
     second = run(["dvc", "repro"], project)
     assert "Running stage" not in second.stdout
@@ -63,3 +79,4 @@ def test_dvc_repro_then_nothing_to_do_then_push_and_pull(tmp_path):
                 "data/08_reporting/evaluation_results.csv"):
         assert (clone / out).read_bytes() == (project / out).read_bytes()
     assert "up to date" in run(["dvc", "status"], clone).stdout
+    assert "Running stage" not in run(["dvc", "repro"], clone).stdout  # restored, not retrained

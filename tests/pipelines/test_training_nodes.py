@@ -13,7 +13,7 @@ PARAMS = {"registered_model_name": "m", "trainer": {"class_weights": "balanced"}
 def ingested(tiny_tree):
     data = {"source": "cityscapes", "cityscapes_root": str(tiny_tree), "workers": 1, "hash_raw_data": False}
     info = ingestion.prepare_raw_data(data)
-    manifest, pixels, centroids, _ = ingestion.ingest_raw_data(info, data)
+    manifest, pixels, centroids, _, info = ingestion.ingest_raw_data(info, data)
     return manifest, pixels, centroids, info
 
 

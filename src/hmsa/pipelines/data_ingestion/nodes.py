@@ -55,8 +55,9 @@ def prepare_raw_data(data: dict) -> dict[str, Any]:
 
 def ingest_raw_data(
     raw_data_info: dict[str, Any], data: dict
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Index and check every file; return manifest, class pixel counts, centroids, skipped files."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Index and check every file; return manifest, class pixel counts, centroids, skipped
+    files, and ``raw_data_info`` itself (so that it is saved only for a tree that passed)."""
     cfg = _config(data)
     root = Path(raw_data_info["root"])
     index = cityscapes.index_tree(root, cfg.splits)
@@ -65,7 +66,7 @@ def ingest_raw_data(
     result, skipped = ingest.apply_bad_file_policy(result, index, root, cfg.on_bad_file, list(cfg.splits))
     log.info("Ingested %d label files of %d images from %s (%d skipped)",
              len(result.manifest), result.manifest["image_id"].nunique(), root, len(skipped))
-    return result.manifest, result.class_pixels, result.centroids, skipped
+    return result.manifest, result.class_pixels, result.centroids, skipped, raw_data_info
 
 
 def class_frequency(class_pixel_counts: pd.DataFrame) -> pd.DataFrame:
