@@ -139,6 +139,12 @@ def test_greyscale_image(tiny_tree):
     _expect_error(tiny_tree, _rel(tiny_tree, image), "image has mode L, expected RGB")
 
 
+def test_rgba_image(tiny_tree):
+    image = _first(tiny_tree, "leftImg8bit/train/*/*.png")
+    Image.open(image).convert("RGBA").save(image)
+    _expect_error(tiny_tree, _rel(tiny_tree, image), "image has mode RGBA, expected RGB")
+
+
 def test_colour_png_given_as_label(tiny_tree):
     label = _first(tiny_tree, "gtFine/train/*/*.png")
     Image.open(label).convert("RGB").save(label)
