@@ -102,3 +102,13 @@ def _tiny_roles(project, **trainer):
         params[role]["trainer"].update({"epochs": 2, "batch_size": 2, "crop": [32, 32], "num_workers": 0,
                                         "progress_bar": False, **trainer.get(role, {})})
         path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def tiny_project(dest: Path, pipelines: str | None = None) -> Path:
+    """A copy of the project with tiny data and models; ``pipelines`` already run in it."""
+    project = copy_project(dest)
+    tiny_parameters(project)
+    tiny_training(project)
+    if pipelines:
+        run(["kedro", "run", "--pipelines", pipelines], project)
+    return project

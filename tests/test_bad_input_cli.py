@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.helpers import copy_project, run, tiny_parameters, tiny_training
+from tests.helpers import run, tiny_project
 
 
 def _snapshot(project) -> dict[str, str]:
@@ -19,11 +19,7 @@ def _snapshot(project) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory):
-    project = copy_project(tmp_path_factory.mktemp("bad_input") / "project")
-    tiny_parameters(project)
-    tiny_training(project)
-    run(["kedro", "run", "--pipelines", "data_ingestion"], project)
-    return project
+    return tiny_project(tmp_path_factory.mktemp("bad_input") / "project", "data_ingestion")
 
 
 def _cityscapes_copy(project, tmp_path, damage=None):

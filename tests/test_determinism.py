@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from hmsa.training import checkpoint
-from tests.helpers import copy_project, run, tiny_parameters, tiny_training
+from tests.helpers import tiny_project
 
 #: metric keys that measure time, not results
 TIMING = ("seconds", "images_per_s")
@@ -25,11 +25,7 @@ def _results(value):
 def test_two_runs_of_the_default_pipeline_are_identical(tmp_path):
     projects = []
     for name in ("first", "second"):
-        project = copy_project(tmp_path / name)
-        tiny_parameters(project)
-        tiny_training(project)
-        run(["kedro", "run"], project)
-        projects.append(project)
+        projects.append(tiny_project(tmp_path / name, "__default__"))
     a, b = projects
 
     metrics = sorted(p.relative_to(a) for p in (a / "data/08_reporting/metrics").glob("*.json"))

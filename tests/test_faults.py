@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from hmsa.training import checkpoint
-from tests.helpers import copy_project, kill_at, run, tiny_parameters, tiny_training
+from tests.helpers import kill_at, run, tiny_project
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny project with the raw data ingested and a teacher trained (each test copies it)."""
-    project = copy_project(tmp_path_factory.mktemp("faults") / "project")
-    tiny_parameters(project)
-    tiny_training(project)
-    run(["kedro", "run", "--pipelines", "data_ingestion,teacher_training"], project)
-    return project
+    return tiny_project(tmp_path_factory.mktemp("faults") / "project", "data_ingestion,teacher_training")
 
 
 def _copy(project, tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import copy_project, run, tiny_parameters, tiny_training
+from tests.helpers import run, tiny_project
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 
@@ -44,9 +44,7 @@ def test_no_code_path_unpickles_files():
 
 @pytest.mark.slow
 def test_credentials_in_the_environment_are_not_logged(tmp_path):
-    project = copy_project(tmp_path / "project")
-    tiny_parameters(project)
-    tiny_training(project)
+    project = tiny_project(tmp_path / "project")
     env = {"AWS_SECRET_ACCESS_KEY": SECRET, "MLFLOW_TRACKING_PASSWORD": SECRET, "AZURE_STORAGE_KEY": SECRET,
            "GOOGLE_APPLICATION_CREDENTIALS": f"/{SECRET}.json", "HMSA_TOKEN": SECRET}
     result = run(["kedro", "run", "--pipelines", "data_ingestion,teacher_training"], project, env=env)
