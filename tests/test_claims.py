@@ -78,6 +78,10 @@ def test_claims_runner_over_two_seeds(tmp_path):
     # seed 3 ran the whole chain, seed 4 the students and evaluation only (the teacher is shared)
     timings = json.loads((out / "timings.json").read_text())
     assert timings["3"]["whole_chain"] and not timings["4"]["whole_chain"]
+    assert (project / "data/claims/06_models/checkpoints/seed_4/student-explicit/last.pt").is_file()
     again = subprocess.run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4", "--report-only"], cwd=project,
                            capture_output=True, text=True)
     assert again.returncode == 0 and "claims over seeds [3, 4]" in again.stdout
+    # seeds already run are kept, not run again
+    kept = run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4"], project)
+    assert "seed 3: kept from an earlier run" in kept.stdout and "kedro run" not in kept.stdout

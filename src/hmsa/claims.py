@@ -1,9 +1,11 @@
 """The paper's three claims, measured over several seeds: ``python -m hmsa.claims`` (``make claims``).
 
-Runs the Kedro environment ``claims`` (conf/claims: longer training, every baseline), once
-with the whole chain and then, per further seed, student training and evaluation again (the
-teacher and its auto-labels are shared: the seeds vary the students). Each seed's
-evaluation table is kept, and the claims are reported as mean +- std over seeds:
+Runs the Kedro environment ``claims`` (conf/claims: longer training, every baseline): the
+whole chain while there is no teacher yet, then per seed student training and evaluation
+(the teacher and its auto-labels are shared: the seeds vary the students). Each seed's
+students checkpoint into their own folder, so a killed seed resumes where it stopped, and a
+seed whose evaluation table is kept is not run again (``--rerun`` to force it). The claims
+are reported as mean +- std over seeds:
 
 1. HMSA on [0.5, 1, 2] against the single-scale-trained baseline at 1.0 and with average
    fusion on the same scales (goal: >= 2 and >= 1 point, gap > 2 std);
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data/claims"),
                         help="the environment's data_dir (conf/<env>/globals.yml)")
     parser.add_argument("--report-only", action="store_true", help="summarise the seeds already run")
+    parser.add_argument("--rerun", action="store_true", help="run seeds again even when their table is kept")
     args = parser.parse_args(argv)
 
     out = args.data_dir / "08_reporting" / "claims"
@@ -144,17 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     results = args.data_dir / "08_reporting" / "evaluation_results.csv"
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
     if not args.report_only:
-        for i, seed in enumerate(args.seeds):
+        for seed in args.seeds:
+            if (out / f"seed_{seed}.csv").is_file() and not args.rerun:
+                print(f"seed {seed}: kept from an earlier run ({out / f'seed_{seed}.csv'})", flush=True)
+                continue
             start = time.perf_counter()
-            seed_params = f"student.trainer.seed={seed}"
-            if i == 0:
-                _kedro(["--env", args.env, "--params", seed_params])
-            else:
-                _kedro(["--env", args.env, "--pipelines", "student_training,evaluation", "--params", seed_params])
+            whole = not (args.data_dir / "06_models" / "teacher.pt").is_file()
+            params = (f"student.trainer.seed={seed},"
+                      f"student.trainer.checkpoint_dir={args.data_dir}/06_models/checkpoints/seed_{seed}/student")
+            pipelines = [] if whole else ["--pipelines", "student_training,evaluation"]
+            _kedro(["--env", args.env, *pipelines, "--params", params])
             with atomic_path(out / f"seed_{seed}.csv") as tmp:
                 shutil.copyfile(results, tmp)
-            timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": i == 0}
-            (out / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+            timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": whole}
+            with atomic_path(out / "timings.json") as tmp:
+                tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     tables = {seed: pd.read_csv(out / f"seed_{seed}.csv") for seed in args.seeds if (out / f"seed_{seed}.csv").is_file()}
     if not tables:
         print(f"no seed results under {out}: run without --report-only first", file=sys.stderr)
