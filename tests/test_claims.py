@@ -85,3 +85,9 @@ def test_claims_runner_over_two_seeds(tmp_path):
     # seeds already run are kept, not run again
     kept = run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4"], project)
     assert "seed 3: kept from an earlier run" in kept.stdout and "kedro run" not in kept.stdout
+    # a changed setup (here a parameter of the environment) makes the kept tables stale
+    (claims_conf / "parameters_evaluation.yml").write_text(yaml.safe_dump(
+        {"evaluation": {"flip": [False], "scale_sets": [[1.0], [0.5, 1.0, 2.0]], "progress_bar": True}}))
+    stale = subprocess.run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4", "--report-only"], cwd=project,
+                           capture_output=True, text=True)
+    assert stale.returncode == 1 and "left out seeds [3, 4]" in stale.stderr

@@ -4,8 +4,11 @@ Runs the Kedro environment ``claims`` (conf/claims: longer training, every basel
 whole chain while there is no teacher yet, then per seed student training and evaluation
 (the teacher and its auto-labels are shared: the seeds vary the students). Each seed's
 students checkpoint into their own folder, so a killed seed resumes where it stopped, and a
-seed whose evaluation table is kept is not run again (``--rerun`` to force it). The claims
-are reported as mean +- std over seeds:
+seed whose evaluation table is kept is not run again (``--rerun`` to force it). Every table
+is stamped with a fingerprint of the environment's parameters, the SynthCity generator and
+the package's source: a table, or a teacher, made with another setup is made again, so that
+the seeds of one report always come from one setup. The claims are reported as mean +- std
+over seeds:
 
 1. HMSA on [0.5, 1, 2] against the single-scale-trained baseline at 1.0 and with average
    fusion on the same scales (goal: >= 2 and >= 1 point, gap > 2 std);
@@ -17,6 +20,7 @@ are reported as mean +- std over seeds:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import subprocess
@@ -119,9 +123,27 @@ def memory_ratio(env: str) -> float:
     sizes = {}
     for kind in ("hmsa", "explicit"):
         torch.manual_seed(0)
-        model = build_model(role.model.model_copy(update={"kind": kind})).train()
+        model = build_model(role.model.model_copy(update={"kind": kind, "pretrained": "none"})).train()
         sizes[kind] = saved_activation_bytes(model, torch.rand(2, 3, *crop), torch.randint(0, 19, (2, *crop)))
     return sizes["explicit"] / sizes["hmsa"]
+
+
+def fingerprint(env: str) -> str:
+    """What the claims depend on: the environment's merged parameters, the SynthCity
+    generator version and the source of the ``hmsa`` package (16 hex digits)."""
+    from kedro.config import OmegaConfigLoader
+
+    from hmsa.data.synthetic import GENERATOR_VERSION
+    from hmsa.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": env})
+    digest = hashlib.sha256(json.dumps(loader["parameters"], sort_keys=True, default=str).encode())
+    digest.update(f"generator {GENERATOR_VERSION}".encode())
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _kedro(args: list[str]) -> None:
@@ -146,23 +168,37 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = args.data_dir / "08_reporting" / "evaluation_results.csv"
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+    setup = fingerprint(args.env)
     if not args.report_only:
         for seed in args.seeds:
-            if (out / f"seed_{seed}.csv").is_file() and not args.rerun:
+            kept = timings.get(str(seed), {}).get("fingerprint") == setup
+            if (out / f"seed_{seed}.csv").is_file() and kept and not args.rerun:
                 print(f"seed {seed}: kept from an earlier run ({out / f'seed_{seed}.csv'})", flush=True)
                 continue
+            if (out / f"seed_{seed}.csv").is_file() and not kept:
+                print(f"seed {seed}: its table came from another setup (parameters, generator or code): "
+                      "running it again", flush=True)
             start = time.perf_counter()
-            whole = not (args.data_dir / "06_models" / "teacher.pt").is_file()
+            whole = (not (args.data_dir / "06_models" / "teacher.pt").is_file()
+                     or timings.get("teacher", {}).get("fingerprint") != setup)
             params = (f"student.trainer.seed={seed},"
                       f"student.trainer.checkpoint_dir={args.data_dir}/06_models/checkpoints/seed_{seed}/student")
             pipelines = [] if whole else ["--pipelines", "student_training,evaluation"]
             _kedro(["--env", args.env, *pipelines, "--params", params])
             with atomic_path(out / f"seed_{seed}.csv") as tmp:
                 shutil.copyfile(results, tmp)
-            timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": whole}
+            timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": whole,
+                                  "fingerprint": setup}
+            if whole:
+                timings["teacher"] = {"fingerprint": setup}
             with atomic_path(out / "timings.json") as tmp:
                 tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
-    tables = {seed: pd.read_csv(out / f"seed_{seed}.csv") for seed in args.seeds if (out / f"seed_{seed}.csv").is_file()}
+    current = [seed for seed in args.seeds
+               if (out / f"seed_{seed}.csv").is_file() and timings.get(str(seed), {}).get("fingerprint") == setup]
+    stale = [seed for seed in args.seeds if (out / f"seed_{seed}.csv").is_file() and seed not in current]
+    if stale:
+        print(f"left out seeds {stale}: their tables came from another setup (rerun them)", file=sys.stderr)
+    tables = {seed: pd.read_csv(out / f"seed_{seed}.csv") for seed in current}
     if not tables:
         print(f"no seed results under {out}: run without --report-only first", file=sys.stderr)
         return 1

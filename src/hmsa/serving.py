@@ -28,7 +28,8 @@ def model_from_bundle(bundle: dict, source: str = "the model bundle") -> torch.n
         cfg = ModelConfig(**bundle["model_config"])
     except (TypeError, ValueError, KeyError) as err:
         raise ModelMismatchError(f"{source}: its model_config is not a valid model configuration ({err})") from None
-    model = build_model(cfg)
+    # the bundle's weights replace the trunk's initialisation: do not load ImageNet weights first
+    model = build_model(cfg.model_copy(update={"pretrained": "none"}))
     expected, given = model.state_dict(), bundle["state_dict"]
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]

@@ -4,10 +4,11 @@ import pytest
 import torch
 from torchvision import models
 
+from hmsa.models import trunks
 from hmsa.models.trunks import PretrainedWeightsError, build_trunk
 
 
-@pytest.mark.parametrize("name, stride, channels", [("mobilenetv3_large", 16, (24, 960)), ("resnet18", 16, (64, 256)), ("resnet50", 8, (256, 2048)),
+@pytest.mark.parametrize("name, stride, channels", [("mobilenetv2", 16, (24, 320)), ("mobilenetv3_large", 16, (24, 960)), ("resnet18", 16, (64, 256)), ("resnet50", 8, (256, 2048)),
                                                     ("resnet50", 16, (256, 2048))])
 def test_trunk_strides_and_channels(name, stride, channels):
     trunk = build_trunk(name, stride).eval()
@@ -42,3 +43,37 @@ def test_wrong_weights_are_refused(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(PretrainedWeightsError, match="not a loadable state_dict"):
         build_trunk("resnet50", 16, str(tmp_path / "junk.pth"))
+
+
+def test_mobilenetv2_imagenet_weights_install_offline(monkeypatch):
+    """requirements-nodeps.txt installs torchvision's MobileNetV2 file; nothing is downloaded."""
+    def offline(*args, **kwargs):
+        raise AssertionError("the offline weights must not be downloaded")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    path = trunks.offline_weights("mobilenetv2")
+    assert path is not None and path.name == "mobilenet_v2-b0353104.pth"
+    state = torch.load(path, weights_only=True)
+    trunk = build_trunk("mobilenetv2", 16, "imagenet").eval()
+    assert torch.equal(trunk.stem[0][0].weight, state["features.0.0.weight"])
+    assert torch.equal(trunk.body[-1].conv[2].weight, state["features.17.conv.2.weight"])
+    # the ImageNet features separate a vertical bar from flat grey, a scratch trunk barely does
+    bar = torch.full((1, 3, 64, 64), 0.45)
+    bar[..., 28:36] = 0.8
+    flat = torch.full((1, 3, 64, 64), 0.45)
+    with torch.no_grad():
+        gap = (trunk(bar)["high"] - trunk(flat)["high"]).abs().mean()
+        scratch = build_trunk("mobilenetv2", 16, "none").eval()
+        gap_scratch = (scratch(bar)["high"] - scratch(flat)["high"]).abs().mean()
+    assert gap > 2 * gap_scratch
+
+
+def test_a_damaged_offline_weights_file_is_refused(tmp_path, monkeypatch):
+    package = tmp_path / "fake_weights_pkg"
+    (package / "weights").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "weights" / "mobilenet_v2-b0353104.pth").write_bytes(b"not the real file")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(trunks._OFFLINE, "mobilenetv2", ("fake_weights_pkg", "weights/mobilenet_v2-b0353104.pth"))
+    with pytest.raises(PretrainedWeightsError, match="does not have torchvision's hash b0353104"):
+        build_trunk("mobilenetv2", 16, "imagenet")

@@ -38,7 +38,7 @@ from hmsa.fileio import replace_folder
 log = logging.getLogger(__name__)
 
 #: bump when the drawing code changes, so that existing trees are regenerated
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 STAMP_FILE = "synthcity.json"
 
 _ID = {name: LABEL_BY_NAME[name].id for name in (
@@ -240,19 +240,20 @@ def _draw_tree(canvas: _Canvas, rng, st: _Street, s: float, u: float) -> None:
 
 
 def _draw_pole(canvas: _Canvas, rng, st: _Street, s: float, u: float) -> None:
-    """A 1-3 px pole, sometimes with a traffic sign or a traffic light on top."""
+    """A 2-8 px pole, sometimes with a traffic sign or a traffic light on top."""
     tall = rng.uniform(0.55, 1.0)
-    width = float(np.clip(round(s * 3.5 * st.width / 512), 1, 3))
+    width = float(np.clip(round(s * 8 * st.width / 512), 2, 8))
     x, y = st.ground(s, u)
     _, top = st.up(s, u, tall)
     canvas.rect(x - width / 2, top, x + width / 2, y, "pole", _jitter(rng, (110, 110, 115), 0.1))
     kind = rng.random()
-    size = max(2.0, s * rng.uniform(0.035, 0.07) * st.height)
+    size = max(3.0, s * rng.uniform(0.035, 0.07) * st.height)
     if kind < 0.5:
         rgb = ((200, 30, 30), (30, 70, 170), (230, 200, 40))[rng.integers(3)]
         canvas.rect(x - size / 2, top - size, x + size / 2, top + 1, "traffic sign", _jitter(rng, rgb, 0.1))
     elif kind < 0.7:
-        w = max(2.0, size * 0.45)
+        size = max(4.0, s * rng.uniform(0.06, 0.1) * st.height)
+        w = max(3.0, size * 0.45)
         canvas.rect(x - w / 2, top - size * 1.4, x + w / 2, top + 1, "traffic light", (35, 35, 30))
         lamp = ((220, 40, 30), (240, 180, 30), (40, 200, 80))[rng.integers(3)]
         ly = top - size * 1.4 + rng.integers(3) * size * 0.45
@@ -264,7 +265,7 @@ def _draw_person(canvas: _Canvas, rng, st: _Street, s: float, u: float) -> None:
     x, y = st.ground(s, u)
     _, head_y = st.up(s, u, tall)
     h = y - head_y
-    body_w = max(1.0, s * 0.02 * st.width)
+    body_w = max(2.0, s * 0.025 * st.width)
     shirt = _jitter(rng, ((150, 40, 40), (40, 60, 120), (200, 190, 170), (50, 50, 50))[rng.integers(4)], 0.2)
     canvas.rect(x - body_w / 2, head_y + 0.15 * h, x + body_w / 2, y - 0.45 * h, "person", shirt)
     leg = max(1.0, body_w * 0.4)

