@@ -90,14 +90,17 @@ def _row_runs(mask: np.ndarray) -> list[int]:
     return runs
 
 
-def test_poles_are_one_to_three_pixels_wide(scenes):
+def test_poles_span_the_scales_of_the_output_stride(scenes):
+    """Poles are 2-8 px: far ones (2-3 px) are below one cell of the stride-4 output at 1.0
+    and need 2.0; near ones (6-8 px) are learnable at 1.0 (HMSA.md section 1)."""
     runs = []
     for scene in scenes:
         runs += _row_runs(scene.fine == ID["pole"])
     assert runs, "no poles drawn"
-    # poles meet signs, lights and one another now and then; the pole itself is 1-3 px
-    assert np.mean(np.array(runs) <= 3) > 0.95
-    assert min(runs) == 1
+    runs = np.array(runs)
+    # poles meet signs, lights and one another now and then; the pole itself is 2-8 px
+    assert np.mean((runs >= 2) & (runs <= 8)) > 0.9
+    assert np.mean(runs <= 3) > 0.05 and np.mean(runs >= 6) > 0.3
 
 
 def test_small_signs_and_thin_people_exist(scenes):

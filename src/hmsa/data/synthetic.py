@@ -38,7 +38,7 @@ from hmsa.fileio import replace_folder
 log = logging.getLogger(__name__)
 
 #: bump when the drawing code changes, so that existing trees are regenerated
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 STAMP_FILE = "synthcity.json"
 
 _ID = {name: LABEL_BY_NAME[name].id for name in (
@@ -478,18 +478,22 @@ def _polygon_area(pts: np.ndarray) -> float:
 def coarse_from_fine(rng, fine: np.ndarray, shapes: list[_Shape]) -> np.ndarray:
     """Coarse label ids in the manner of Cityscapes' coarse annotation.
 
-    Each labelled shape large enough to annotate (most of them; small ones never) gets a
-    rough polygon: its outline clipped to the image, shrunk towards its centre and
-    jittered. A pixel keeps its label only inside its own shape's rough polygon and away
-    from every boundary; everything else is void (label id 0).
+    Each labelled shape large enough to annotate (most of them; small or thin ones never:
+    a coarse annotator does not trace a pole) gets a rough polygon: its outline clipped to
+    the image, shrunk towards its centre and jittered. A pixel keeps its label only inside
+    its own shape's rough polygon and away from every boundary; everything else is void
+    (label id 0).
     """
     height, width = fine.shape
     min_area = 0.0015 * height * width
+    min_side = 0.02 * width
     rough = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(rough)
     for shape in shapes:
         pts = clip_polygon(shape.polygon, width - 1, height - 1)
         if len(pts) < 3 or _polygon_area(pts) < min_area or rng.random() < 0.1:
+            continue
+        if min(np.ptp(pts, axis=0)) < min_side:
             continue
         centre = pts.mean(axis=0)
         shrink = rng.uniform(0.86, 0.97)
