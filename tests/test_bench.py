@@ -45,3 +45,21 @@ def test_evaluation_bench_reports_fusion_overhead(tmp_path, monkeypatch):
     for key in ("ms_inference_overhead", "hmsa_over_avg_inference_time", "eval_images_per_s"):
         assert figures[key]["value"] > 0 and figures[key]["unit"]
     assert "ms)" in figures["ms_inference_overhead"]["conditions"]
+
+
+def test_models_bench_counts_parameters_and_flops(tmp_path):
+    out = tmp_path / "benchmarks.json"
+    main(["--suite", "models", "--quick", "--out", str(out)])
+    figures = json.loads(out.read_text())
+    # the paper's HRNet-W48 + OCR + attention head: about 72 M parameters (the authors' log says 72.2 M)
+    assert 70 < figures["params_M/hrnet_w48_ocr"]["value"] < 74
+    assert figures["params_M/hrnet_w18_small_ocr"]["value"] < figures["params_M/resnet50_deeplabv3plus_os8"]["value"]
+    assert figures["gflops/hrnet_w48_ocr"]["value"] > 2 * figures["gflops/hrnet_w18_small_ocr"]["value"]
+
+
+def test_model_flops_grow_with_the_pixels():
+    from hmsa.bench.models import PAIRS, size_of
+
+    for fields in (PAIRS["hrnet_w18_small_ocr"], PAIRS["resnet18_deeplabv3plus_os16"]):
+        small, large = size_of(fields, (64, 128))[1], size_of(fields, (128, 256))[1]
+        assert 3.9 < large / small < 4.1  # fully convolutional (OCR's relation is linear in pixels too)

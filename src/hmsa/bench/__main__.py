@@ -8,10 +8,11 @@ import platform
 from pathlib import Path
 
 from hmsa.fileio import atomic_path
-from hmsa.bench import autolabel, data, evaluation, training
+from hmsa.bench import autolabel, data, evaluation, models, training
 from hmsa.data.ingest import default_workers
 
-SUITES = {"autolabel": autolabel.run, "data": data.run, "evaluation": evaluation.run, "training": training.run}
+SUITES = {"autolabel": autolabel.run, "data": data.run, "evaluation": evaluation.run, "models": models.run,
+          "training": training.run}
 
 
 def main(argv: list[str] | None = None) -> None:

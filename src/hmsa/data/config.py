@@ -34,7 +34,8 @@ class DataConfig(BaseModel):
         if self.source == "cityscapes" and not self.cityscapes_root:
             raise ValueError(
                 "data.cityscapes_root must be set when data.source is 'cityscapes': "
-                "the folder that holds leftImg8bit/, gtFine/ and gtCoarse/"
+                "the folder that holds leftImg8bit/, gtFine/ and gtCoarse/. With --env cityscapes, "
+                "set the environment variable CITYSCAPES_DATASET to it (export CITYSCAPES_DATASET=/path/to/cityscapes)"
             )
         if not self.splits:
             raise ValueError("data.splits must name at least one split")

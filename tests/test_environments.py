@@ -1,0 +1,71 @@
+"""The real-data Kedro environments: `kedro run --env cityscapes` end to end on a tiny tree."""
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from hmsa.data.synthetic import SynthCitySpec, generate
+from tests.helpers import copy_project, run
+
+#: the CPU smoke overrides: HRNetV2-W18-small + narrow OCR, 2 iterations of 64x128 crops
+SMOKE_MODEL = {"trunk": "hrnet_w18_small", "ocr_mid_channels": 16, "ocr_key_channels": 8, "attn_channels": 8}
+SMOKE_TRAINER = {"max_iterations": 2, "epochs": 1, "batch_size": 2, "crop": [64, 128], "num_workers": 0,
+                 "val_batch_size": 2, "progress_bar": False}
+
+
+def _tree(path):
+    """A Cityscapes tree (leftImg8bit/, gtFine/, gtCoarse/) of 64x128 images."""
+    spec = SynthCitySpec(seed=3, height=64, width=128, images={"train": 4, "val": 2, "train_extra": 4},
+                         cities={"train": ["aa", "bb"], "val": ["cc"], "train_extra": ["dd"]})
+    generate(path, spec, workers=1)
+    return path
+
+
+@pytest.mark.slow
+def test_cityscapes_environment_runs_the_paper_recipe_end_to_end(tmp_path):
+    project = copy_project(tmp_path / "project")
+    root = _tree(tmp_path / "cityscapes")
+    smoke = {"run": {"env": "cityscapes", "params": {
+        "teacher": {"model": SMOKE_MODEL, "trainer": SMOKE_TRAINER},
+        "student": {"model": SMOKE_MODEL, "trainer": SMOKE_TRAINER},
+        "auto_labeling": {"batch_size": 2, "readers": 0, "progress_bar": False},
+        "evaluation": {"progress_bar": False},
+    }}}
+    (project / "smoke.yml").write_text(yaml.safe_dump(smoke))
+    run(["kedro", "run", "--config", "smoke.yml"], project, timeout=1500,
+        env={"CITYSCAPES_DATASET": str(root), "HRNET_W48_WEIGHTS": "none"})
+
+    out = project / "data" / "cityscapes"
+    assert json.loads((out / "03_primary/raw_data_info.json").read_text())["root"] == str(root)
+    for role in ("teacher", "student"):
+        model = torch.load(out / f"06_models/{role}.pt", map_location="cpu", weights_only=True)["model_config"]
+        assert (model["trunk"], model["head"], model["output_stride"]) == ("hrnet_w18_small", "ocr", 4)
+    # the run's parameters in MLflow: the environment's recipe under the smoke overrides
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    params = client.search_runs([client.get_experiment_by_name("hmsa").experiment_id])[0].data.params
+    assert params["data.cityscapes_root"] == str(root)
+    for role in ("teacher", "student"):
+        assert params[f"{role}.trainer.sampling"] == "class_uniform" and params[f"{role}.trainer.lr"] == "0.01"
+        assert params[f"{role}.trainer.crop"] == "[64, 128]" and params[f"{role}.trainer.class_weights"] == "none"
+    assert len(list((out / "04_feature/auto_labels").rglob("*_autoLabelTrainIds.png"))) == 4
+    results = pd.read_csv(out / "08_reporting/evaluation_results.csv")
+    assert {"teacher", "student"} <= set(results["model"])
+    # the paper's evaluation: [0.5, 1.0, 2.0], with and without flip
+    assert {"hierarchical/0.5-1.0-2.0", "hierarchical/0.5-1.0-2.0/flip"} <= set(
+        results.loc[results["model"] == "student", "setting"])
+    assert not (project / "data/06_models/teacher.pt").exists()  # the default run's outputs stay apart
+
+
+def test_cityscapes_environment_without_its_root_says_what_to_set(tmp_path):
+    project = copy_project(tmp_path / "project")
+    env = {"CITYSCAPES_DATASET": ""}
+    proc = run(["kedro", "run", "--env", "cityscapes", "--pipelines", "data_ingestion"], project, check=False, env=env)
+    assert proc.returncode != 0 and "CITYSCAPES_DATASET" in proc.stdout + proc.stderr
+    proc = run(["kedro", "run", "--env", "cityscapes", "--pipelines", "data_ingestion"], project, check=False,
+               env={"CITYSCAPES_DATASET": str(tmp_path)})  # a folder, but no leftImg8bit/ in it
+    text = " ".join((proc.stdout + proc.stderr).split())  # the log wraps lines
+    assert proc.returncode != 0 and "no leftImg8bit/ folder" in text and "CITYSCAPES_DATASET" in text
