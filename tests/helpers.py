@@ -112,3 +112,40 @@ def tiny_project(dest: Path, pipelines: str | None = None) -> Path:
     if pipelines:
         run(["kedro", "run", "--pipelines", pipelines], project)
     return project
+
+
+#: SynthCity trainIds -> Mapillary v1.2 label ids, for tiny Mapillary trees (others: 65, unlabeled)
+_TO_MAPILLARY = {"road": 13, "sidewalk": 15, "building": 17, "vegetation": 30, "sky": 27, "car": 55, "person": 19,
+                 "pole": 45, "traffic sign": 50}
+
+
+def mapillary_tree(root: Path, counts: dict[str, int], size: tuple[int, int] = (96, 160), layout: str = "v1.2",
+                   seed: int = 0) -> Path:
+    """A Mapillary Vistas tree (training/, validation/): jpg images named by random keys and
+    palette label PNGs with Mapillary ids, drawn from SynthCity scenes of ``size`` (h, w)."""
+    import numpy as np
+    from PIL import Image
+
+    from hmsa.data.labels import MAPILLARY, MAPILLARY_UNLABELED, label_ids_to_train_ids
+    from hmsa.data.labels import TRAIN_CLASS_NAMES as CITY
+    from hmsa.data.synthetic import render_scene
+
+    lut = np.full(256, MAPILLARY_UNLABELED, np.uint8)
+    for name, mapillary_id in _TO_MAPILLARY.items():
+        lut[CITY.index(name)] = mapillary_id
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: MAPILLARY.num_classes] = MAPILLARY.class_colors
+    rng = np.random.default_rng(seed)
+    for folder, n in counts.items():
+        images = root / folder / "images"
+        labels = root / folder / ("v1.2/labels" if layout == "v1.2" else "labels")
+        images.mkdir(parents=True)
+        labels.mkdir(parents=True)
+        for _ in range(n):
+            key = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz_-ABCXYZ0123456789"), 22))
+            scene = render_scene(rng, *size)
+            Image.fromarray(scene.image).save(images / f"{key}.jpg", quality=95)
+            label = Image.fromarray(lut[label_ids_to_train_ids(scene.fine)], mode="L").convert("P")
+            label.putpalette(palette.ravel().tolist())
+            label.save(labels / f"{key}.png")
+    return root

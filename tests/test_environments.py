@@ -1,15 +1,17 @@
-"""The real-data Kedro environments: `kedro run --env cityscapes` end to end on a tiny tree."""
+"""The real-data Kedro environments, cityscapes and mapillary, end to end on tiny trees."""
 
 import json
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from hmsa.data.synthetic import SynthCitySpec, generate
-from tests.helpers import copy_project, run
+from tests.helpers import copy_project, mapillary_tree, run
 
 #: the CPU smoke overrides: HRNetV2-W18-small + narrow OCR, 2 iterations of 64x128 crops
 SMOKE_MODEL = {"trunk": "hrnet_w18_small", "ocr_mid_channels": 16, "ocr_key_channels": 8, "attn_channels": 8}
@@ -69,3 +71,40 @@ def test_cityscapes_environment_without_its_root_says_what_to_set(tmp_path):
                env={"CITYSCAPES_DATASET": str(tmp_path)})  # a folder, but no leftImg8bit/ in it
     text = " ".join((proc.stdout + proc.stderr).split())  # the log wraps lines
     assert proc.returncode != 0 and "no leftImg8bit/ folder" in text and "CITYSCAPES_DATASET" in text
+
+
+@pytest.mark.slow
+def test_mapillary_environment_converts_and_trains_on_65_classes(tmp_path):
+    project = copy_project(tmp_path / "project")
+    source = mapillary_tree(tmp_path / "vistas", {"training": 4, "validation": 2}, size=(96, 160))
+    smoke = {"run": {"env": "mapillary", "pipelines": "data_ingestion,student_training,evaluation", "params": {
+        "data": {"mapillary": {"long_edge": 128}},
+        "student": {"model": SMOKE_MODEL, "trainer": SMOKE_TRAINER},
+        "evaluation": {"progress_bar": False},
+    }}}
+    (project / "smoke.yml").write_text(yaml.safe_dump(smoke))
+    run(["kedro", "run", "--config", "smoke.yml"], project, timeout=1500,
+        env={"MAPILLARY_DATASET": str(source), "HRNET_W48_WEIGHTS": "none"})
+
+    out = project / "data" / "mapillary"
+    info = json.loads((out / "03_primary/raw_data_info.json").read_text())
+    assert info["labels"] == "mapillary" and info["root"] == "data/mapillary/02_intermediate/mapillary"
+    images = sorted((out / "02_intermediate/mapillary/leftImg8bit").rglob("*.jpg"))
+    assert len(images) == 6 and max(Image.open(images[0]).size) == 128  # the long edge, resized
+    model = torch.load(out / "06_models/student.pt", map_location="cpu", weights_only=True)["model_config"]
+    assert (model["num_classes"], model["trunk"], model["head"]) == (65, "hrnet_w18_small", "ocr")
+    results = pd.read_csv(out / "08_reporting/evaluation_results.csv")
+    assert set(results["model"]) == {"student"}  # no teacher in this environment
+    assert sum(c.startswith("iou/") for c in results.columns) == 65 and "iou/object--support--pole" in results.columns
+    assert {"hierarchical/0.25-0.5-1.0-2.0/flip"} <= set(results["setting"])
+    predictions = list((out / "07_model_output/cityscapes_results").rglob("*_pred_labelIds.png"))
+    assert len(predictions) == 2 and max(int(np.asarray(Image.open(p)).max()) for p in predictions) <= 65
+
+
+def test_mapillary_environment_refuses_the_teacher_before_it_starts(tmp_path):
+    project = copy_project(tmp_path / "project")
+    proc = run(["kedro", "run", "--env", "mapillary"], project, check=False, env={"MAPILLARY_DATASET": str(tmp_path)})
+    text = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0 and "has no coarse split" in text
+    assert "--pipelines data_ingestion,student_training,evaluation" in text
+    assert not (project / "data/mapillary").exists()  # stopped before ingestion

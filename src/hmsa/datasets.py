@@ -165,3 +165,27 @@ class PngFolderDataset(AbstractDataset[dict, dict]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+class AbsentDataset(AbstractDataset[None, None]):
+    """A dataset an environment does not have (Mapillary: no teacher, no auto-labels).
+
+    Loads as None, so a node that can do without it (student training with
+    ``coarse_labels: none``, evaluation without a teacher) runs; saving is an error that says
+    ``reason``, and ``PreflightHook`` raises it before a run that would write here starts."""
+
+    def __init__(self, reason: str, metadata: dict[str, Any] | None = None):
+        self.reason = reason
+        self.metadata = metadata
+
+    def load(self) -> None:
+        return None
+
+    def save(self, data: None) -> None:
+        raise DatasetError(self.reason)
+
+    def _exists(self) -> bool:
+        return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"reason": self.reason}

@@ -48,6 +48,15 @@ class PreflightHook:
         if uri:
             check_store(str(uri), context.project_path)
 
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """Refuse a run that would write a dataset the environment does not have."""
+        from hmsa.datasets import AbsentDataset
+
+        for name in sorted(pipeline.all_outputs()):
+            if name in catalog and isinstance(catalog[name], AbsentDataset):
+                raise ValueError(f"{name}: {catalog[name].reason}")
+
 
 class ProvenanceHook:
     """Tags the run kedro-mlflow opened with the git commit and the raw data's DVC hash.

@@ -21,7 +21,8 @@ HELDOUT_DIR = "heldout"
 LABEL_DIRS = {"fine": "gtFine", "coarse": "gtCoarse"}
 LABEL_KINDS = tuple(LABEL_DIRS)
 
-_IMAGE_NAME = re.compile(r"^(?P<city>[^_/]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
+# Cityscapes' images are PNGs; converted Mapillary images are kept as JPEGs
+_IMAGE_NAME = re.compile(r"^(?P<city>[^_/]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.(png|jpg)$")
 _LABEL_NAME = re.compile(
     r"^(?P<city>[^_/]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_(?P<dir>gtFine|gtCoarse)_labelIds\.png$"
 )
@@ -121,7 +122,7 @@ def index_tree(root: Path, splits: dict[str, list[str]]) -> TreeIndex:
                     )
                 )
                 continue
-            stem = name[: -len("_leftImg8bit.png")]
+            stem = name[: -len("_leftImg8bit.png")]  # .jpg: as long
             stems.add((city, stem))
             heldout = heldout_relpath(split, city, stem)
             heldout = heldout if (root / heldout).is_file() else None

@@ -8,19 +8,28 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hmsa.data.cityscapes import LABEL_KINDS
+from hmsa.data.mapillary import MapillarySpec
 from hmsa.data.synthetic import SynthCitySpec
 
 
 class DataConfig(BaseModel):
-    """Where the raw Cityscapes-layout tree comes from and how it is checked."""
+    """Where the raw Cityscapes-layout tree comes from and how it is checked.
+
+    synthetic: SynthCity, generated; cityscapes: a Cityscapes tree; mapillary: Mapillary
+    Vistas, converted into ``converted_root`` first (``hmsa.data.mapillary``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: Literal["synthetic", "cityscapes"] = "synthetic"
+    source: Literal["synthetic", "cityscapes", "mapillary"] = "synthetic"
     cityscapes_root: str | None = None
     synthetic_root: str = "data/01_raw/synthcity"
     synthetic: SynthCitySpec = Field(default_factory=SynthCitySpec)
-    splits: dict[str, list[str]] = Field(
+    mapillary_root: str | None = None
+    mapillary: MapillarySpec = Field(default_factory=MapillarySpec)
+    converted_root: str = "data/02_intermediate/mapillary"
+    #: split -> label kinds it must have; a split set to null is left out (an environment
+    #: drops a split of conf/base that way)
+    splits: dict[str, list[str] | None] = Field(
         default_factory=lambda: {"train": ["fine"], "val": ["fine"], "train_extra": ["coarse"]}
     )
     on_bad_file: Literal["fail", "skip"] = "fail"
@@ -37,9 +46,15 @@ class DataConfig(BaseModel):
                 "the folder that holds leftImg8bit/, gtFine/ and gtCoarse/. With --env cityscapes, "
                 "set the environment variable CITYSCAPES_DATASET to it (export CITYSCAPES_DATASET=/path/to/cityscapes)"
             )
-        if not self.splits:
+        if self.source == "mapillary" and not self.mapillary_root:
+            raise ValueError(
+                "data.mapillary_root must be set when data.source is 'mapillary': the folder that holds training/ "
+                "and validation/. With --env mapillary, set the environment variable MAPILLARY_DATASET to it "
+                "(export MAPILLARY_DATASET=/path/to/mapillary-vistas)"
+            )
+        if not self.used_splits:
             raise ValueError("data.splits must name at least one split")
-        for split, kinds in self.splits.items():
+        for split, kinds in self.used_splits.items():
             bad = [k for k in kinds if k not in LABEL_KINDS]
             if bad or not kinds:
                 raise ValueError(
@@ -50,6 +65,17 @@ class DataConfig(BaseModel):
         return self
 
     @property
+    def used_splits(self) -> dict[str, list[str]]:
+        """``splits`` without the splits set to null."""
+        return {split: kinds for split, kinds in self.splits.items() if kinds is not None}
+
+    @property
+    def labels(self) -> str:
+        """The label set of the source's label PNGs."""
+        return "mapillary" if self.source == "mapillary" else "cityscapes"
+
+    @property
     def root(self) -> Path:
-        """The data root of the configured source."""
-        return Path(self.cityscapes_root if self.source == "cityscapes" else self.synthetic_root)
+        """The root of the Cityscapes-layout tree that ingestion reads."""
+        return Path({"cityscapes": self.cityscapes_root, "mapillary": self.converted_root}.get(
+            self.source, self.synthetic_root))

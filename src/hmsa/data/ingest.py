@@ -21,12 +21,19 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from hmsa.data.cityscapes import FileProblem, IndexEntry, TreeIndex
-from hmsa.data.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_CLASS_NAMES, label_ids_to_train_ids, unknown_label_ids
+from hmsa.data.labels import CITYSCAPES, IGNORE_INDEX, NUM_CLASSES, LabelSet, label_set
 
 log = logging.getLogger(__name__)
 
 KEY_COLUMNS = ["split", "image_id", "label_kind"]
-COUNT_COLUMNS = [*TRAIN_CLASS_NAMES, "ignore"]
+
+
+def count_columns(labels: LabelSet) -> list[str]:
+    """The columns of a class pixel-count table: one per class, then ``ignore``."""
+    return [*labels.class_names, "ignore"]
+
+
+COUNT_COLUMNS = count_columns(CITYSCAPES)
 
 
 class DataValidationError(ValueError):
@@ -51,7 +58,7 @@ class _Checked:
     entry: IndexEntry
     height: int
     width: int
-    counts: np.ndarray  # NUM_CLASSES + 1 (ignore), int64
+    counts: np.ndarray  # classes + 1 (ignore), int64
     centroids: np.ndarray  # (n, 5): train_id, tile, y, x, pixels
 
 
@@ -70,7 +77,7 @@ def _open_image(path: Path, what: str, modes: tuple[str, ...]) -> tuple[Image.Im
     return img, None
 
 
-def class_centroids(train_ids: np.ndarray, spec: CentroidSpec) -> np.ndarray:
+def class_centroids(train_ids: np.ndarray, spec: CentroidSpec, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Per (tile, class) pixel count and centroid, for tiles of a ``spec.rows`` x ``spec.cols`` grid.
 
     Returns an int array of rows ``(train_id, tile, y, x, pixels)``; (tile, class) cells
@@ -96,17 +103,18 @@ def class_centroids(train_ids: np.ndarray, spec: CentroidSpec) -> np.ndarray:
             pixels[r, c] = per_row.sum(axis=0)
             sum_y[r, c] = np.arange(y0, y1) @ per_row
             sum_x[r, c] = np.arange(x0, x1) @ per_col
-    pixels, sum_y, sum_x = (a[:, :, :NUM_CLASSES].reshape(-1) for a in (pixels, sum_y, sum_x))
+    pixels, sum_y, sum_x = (a[:, :, :num_classes].reshape(-1) for a in (pixels, sum_y, sum_x))
     found = np.flatnonzero(pixels >= max(1, spec.min_pixels))
     n = pixels[found]
     return np.stack(
-        [found % NUM_CLASSES, found // NUM_CLASSES,
+        [found % num_classes, found // num_classes,
          np.rint(sum_y[found] / n), np.rint(sum_x[found] / n), n], axis=1,
     ).astype(np.int64).reshape(-1, 5)
 
 
-def check_entry(root: Path, entry: IndexEntry, spec: CentroidSpec) -> tuple[_Checked | None, list[FileProblem]]:
-    """Open, check and measure one (image, label) pair."""
+def check_entry(root: Path, entry: IndexEntry, spec: CentroidSpec,
+                labels: LabelSet = CITYSCAPES) -> tuple[_Checked | None, list[FileProblem]]:
+    """Open, check and measure one (image, label) pair, its label ids read with ``labels``."""
     image, problem = _open_image(root / entry.image_path, "image", ("RGB",))
     if problem:
         return None, [FileProblem(entry.image_path, problem)]
@@ -120,22 +128,23 @@ def check_entry(root: Path, entry: IndexEntry, spec: CentroidSpec) -> tuple[_Che
             f"{image.size[0]}x{image.size[1]} (width x height); labels must match their image",
         )]
     ids = np.asarray(label, dtype=np.uint8)
-    unknown = unknown_label_ids(ids)
+    unknown = labels.unknown_ids(ids)
     if unknown:
         return None, [FileProblem(
             entry.label_path,
-            f"label ids {unknown} are not in the Cityscapes label table (0..33, 255); "
-            "is this a trainId or colour image instead of *_labelIds.png?",
+            f"label ids {unknown} are not in {labels.id_range}; "
+            "is this a trainId or colour image instead of a label-id PNG?",
         )]
-    train_ids = label_ids_to_train_ids(ids)
+    train_ids = labels.train_ids(ids)
     hist = np.bincount(train_ids.ravel(), minlength=256)
-    counts = np.append(hist[:NUM_CLASSES], hist[IGNORE_INDEX]).astype(np.int64)
-    return _Checked(entry, image.height, image.width, counts, class_centroids(train_ids, spec)), []
+    counts = np.append(hist[: labels.num_classes], hist[IGNORE_INDEX]).astype(np.int64)
+    return _Checked(entry, image.height, image.width, counts,
+                    class_centroids(train_ids, spec, labels.num_classes)), []
 
 
-def _check_batch(args: tuple[Path, list[IndexEntry], CentroidSpec]):
-    root, entries, spec = args
-    return [check_entry(root, entry, spec) for entry in entries]
+def _check_batch(args: tuple[Path, list[IndexEntry], CentroidSpec, str]):
+    root, entries, spec, labels = args
+    return [check_entry(root, entry, spec, label_set(labels)) for entry in entries]
 
 
 @dataclass
@@ -154,13 +163,16 @@ def check_tree(
     spec: CentroidSpec = CentroidSpec(),
     workers: int = 1,
     batch_size: int = 16,
+    labels: LabelSet = CITYSCAPES,
 ) -> IngestResult:
-    """Check every indexed pair in ``workers`` processes and gather the results.
+    """Check every indexed pair in ``workers`` processes and gather the results; label ids
+    are read with ``labels``.
 
     Layout problems already found by the index are carried into ``problems``.
     """
     root = Path(root)
-    batches = [(root, index.entries[i : i + batch_size], spec) for i in range(0, len(index.entries), batch_size)]
+    batches = [(root, index.entries[i : i + batch_size], spec, labels.name)
+               for i in range(0, len(index.entries), batch_size)]
     rows, counts, centroids, problems = [], [], [], list(index.problems)
     bar = tqdm(total=len(index.entries), desc="ingest", unit="img", disable=None, mininterval=2)
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(batches) > 1 else None
@@ -185,7 +197,8 @@ def check_tree(
         if pool:
             pool.shutdown()
     manifest = pd.DataFrame(rows, columns=[*IndexEntry.__dataclass_fields__, "height", "width", "labelled_fraction"])
-    pixel_table = pd.DataFrame(np.array(counts, dtype=np.int64).reshape(-1, NUM_CLASSES + 1), columns=COUNT_COLUMNS)
+    pixel_table = pd.DataFrame(np.array(counts, dtype=np.int64).reshape(-1, labels.num_classes + 1),
+                               columns=count_columns(labels))
     pixel_table = pd.concat([manifest[KEY_COLUMNS].reset_index(drop=True), pixel_table], axis=1)
     if centroids:
         keys = np.concatenate([k for k, _ in centroids])

@@ -9,16 +9,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from hmsa.data.labels import TRAIN_CLASS_COLORS, TRAIN_CLASS_NAMES
+from hmsa.data.ingest import KEY_COLUMNS
+from hmsa.data.labels import label_set_of
 
 
 def class_frequency(class_pixels: pd.DataFrame) -> pd.DataFrame:
-    """Per split and label kind, each class's pixels, share of labelled pixels and image count."""
+    """Per split and label kind, each class's pixels, share of labelled pixels and image count
+    (the classes are the count table's columns, in trainId order)."""
+    classes = [c for c in class_pixels.columns if c not in (*KEY_COLUMNS, "ignore")]
     rows = []
     for (split, kind), group in class_pixels.groupby(["split", "label_kind"], sort=True):
-        counts = group[list(TRAIN_CLASS_NAMES)]
+        counts = group[classes]
         labelled = int(counts.to_numpy().sum())
-        for train_id, name in enumerate(TRAIN_CLASS_NAMES):
+        for train_id, name in enumerate(classes):
             pixels = int(counts[name].sum())
             rows.append({
                 "split": split, "label_kind": kind, "train_id": train_id, "class_name": name,
@@ -32,15 +35,16 @@ def plot_class_frequency(frequency: pd.DataFrame) -> plt.Figure:
     """Horizontal bars of each class's share of labelled pixels, one panel per split."""
     groups = list(frequency.groupby(["split", "label_kind"], sort=True))
     fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(4.2 * max(1, len(groups)), 6), sharey=True, squeeze=False)
-    colors = np.asarray(TRAIN_CLASS_COLORS) / 255.0
+    names = frequency.drop_duplicates("train_id").sort_values("train_id")["class_name"].tolist()
+    colors = np.asarray(label_set_of(names).class_colors) / 255.0
     for ax, ((split, kind), group) in zip(axes[0], groups):
         share = group.sort_values("train_id")["share"].to_numpy()
-        ax.barh(np.arange(len(TRAIN_CLASS_NAMES)), np.maximum(share, 1e-7), color=colors, edgecolor="black", linewidth=0.3)
+        ax.barh(np.arange(len(names)), np.maximum(share, 1e-7), color=colors, edgecolor="black", linewidth=0.3)
         ax.set_xscale("log")
         ax.set_xlim(1e-5, 1)
         ax.set_title(f"{split} ({kind})")
         ax.set_xlabel("share of labelled pixels")
-    axes[0][0].set_yticks(np.arange(len(TRAIN_CLASS_NAMES)), TRAIN_CLASS_NAMES)
+    axes[0][0].set_yticks(np.arange(len(names)), names, fontsize=8 if len(names) < 30 else 5)
     axes[0][0].invert_yaxis()
     fig.suptitle("Class frequency")
     fig.tight_layout()

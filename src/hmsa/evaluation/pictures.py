@@ -60,16 +60,17 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
 
 
 def attention(images: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
-              attentions: Sequence[dict[float, np.ndarray]], title: str) -> Figure:
-    """Per image: the image, the fused prediction, and each scale's attention (bright = this
-    scale's prediction is trusted there). The highest scale's attention is unused by the
-    hierarchical rule and is not shown."""
+              attentions: Sequence[dict[float, np.ndarray]], title: str,
+              palette: np.ndarray = TRAIN_ID_PALETTE) -> Figure:
+    """Per image: the image, the fused prediction (coloured by ``palette``, trainId -> RGB),
+    and each scale's attention (bright = this scale's prediction is trusted there). The
+    highest scale's attention is unused by the hierarchical rule and is not shown."""
     scales = sorted(attentions[0])[:-1] if attentions and len(attentions[0]) > 1 else sorted(attentions[0])
     cols = 2 + len(scales)
     fig, axes = plt.subplots(len(images), cols, figsize=(3.2 * cols, 1.9 * len(images)), squeeze=False)
     for ax_row, image, pred, attn in zip(axes, images, predictions, attentions):
         ax_row[0].imshow(image)
-        ax_row[1].imshow(TRAIN_ID_PALETTE[pred])
+        ax_row[1].imshow(palette[pred])
         titles = ["image", "HMSA prediction"]
         for ax, scale in zip(ax_row[2:], scales):
             ax.imshow(attn[scale], cmap="magma", vmin=0, vmax=1)
@@ -83,14 +84,14 @@ def attention(images: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
 
 
 def overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
-             title: str, alpha: float = 0.55) -> Figure:
-    """Per image: ground truth and prediction blended over the image, and the errors (red;
-    ignore pixels grey)."""
+             title: str, alpha: float = 0.55, palette: np.ndarray = TRAIN_ID_PALETTE) -> Figure:
+    """Per image: ground truth and prediction blended over the image (coloured by ``palette``),
+    and the errors (red; ignore pixels grey)."""
     fig, axes = plt.subplots(len(images), 3, figsize=(10, 1.9 * len(images)), squeeze=False)
     for ax_row, image, truth, pred in zip(axes, images, truths, predictions):
         base = image.astype(np.float32)
-        shown_truth = np.where((truth == IGNORE_INDEX)[..., None], base, (1 - alpha) * base + alpha * TRAIN_ID_PALETTE[truth])
-        shown_pred = (1 - alpha) * base + alpha * TRAIN_ID_PALETTE[pred]
+        shown_truth = np.where((truth == IGNORE_INDEX)[..., None], base, (1 - alpha) * base + alpha * palette[truth])
+        shown_pred = (1 - alpha) * base + alpha * palette[pred]
         errors = np.full(image.shape, 255, np.uint8)
         errors[(pred != truth) & (truth != IGNORE_INDEX)] = (220, 30, 30)
         errors[truth == IGNORE_INDEX] = (150, 150, 150)

@@ -13,6 +13,7 @@ from kedro.pipeline import Node, Pipeline
 
 from hmsa import tracking
 from hmsa.config import parse_block
+from hmsa.data.labels import label_set
 from hmsa.training import run
 from hmsa.training.config import RoleConfig
 from hmsa.training.data import class_pixel_totals, items_from_manifest, label_pixel_totals
@@ -46,7 +47,13 @@ def training_data(cfg: RoleConfig, role: str, image_manifest: pd.DataFrame, clas
     train_rows = manifest[fine | human if cfg.coarse_labels == "human" else fine].reset_index(drop=True)
     val_rows = manifest[(manifest["split"] == cfg.val_split) & (manifest["label_kind"] == "fine")]
     root = raw_data_info["root"]
-    items = items_from_manifest(train_rows, root)
+    labels = label_set(raw_data_info.get("labels", "cityscapes"))
+    if cfg.model.num_classes != labels.num_classes:
+        raise ValueError(
+            f"{role}.model.num_classes is {cfg.model.num_classes}, but the data are labelled with the "
+            f"{labels.name} label set of {labels.num_classes} classes: set {role}.model.num_classes to {labels.num_classes}"
+        )
+    items = items_from_manifest(train_rows, root, labels=labels.name)
     counts = class_pixel_totals(train_rows[KEYS].merge(class_pixel_counts, on=KEYS, how="left"))
     if cfg.coarse_labels == "auto":
         if auto_label_manifest is None or auto_labels_info is None:
@@ -65,7 +72,7 @@ def training_data(cfg: RoleConfig, role: str, image_manifest: pd.DataFrame, clas
              int(fine.sum()), cfg.coarse_labels, len(val_rows))
     listing = "\n".join(f"{i.image}|{i.label}" for i in items)
     key = f"{raw_data_info.get('dvc_md5')}:{cfg.coarse_labels}:{hashlib.sha256(listing.encode()).hexdigest()[:16]}"
-    return run.TrainData(items, items_from_manifest(val_rows, root), counts, centroids, key)
+    return run.TrainData(items, items_from_manifest(val_rows, root, labels=labels.name), counts, centroids, key)
 
 
 class _Prefixed:

@@ -22,8 +22,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from hmsa.data.ingest import COUNT_COLUMNS
-from hmsa.data.labels import IGNORE_INDEX, NUM_CLASSES, label_ids_to_train_ids
+from hmsa.data.ingest import KEY_COLUMNS
+from hmsa.data.labels import IGNORE_INDEX, label_set
 from hmsa.fileio import under
 
 LABEL_FORMATS = ("label_ids", "train_ids")
@@ -31,30 +31,36 @@ LABEL_FORMATS = ("label_ids", "train_ids")
 
 @dataclass(frozen=True)
 class Item:
-    """One training or validation pair: absolute paths and how the label is coded."""
+    """One training or validation pair: absolute paths and how the label is coded (label ids
+    of the label set ``labels``, or trainIds)."""
 
     image: str
     label: str
     label_format: str = "label_ids"
+    labels: str = "cityscapes"
 
 
 def items_from_manifest(manifest: pd.DataFrame, root: str | Path, label_format: str = "label_ids",
-                        label_root: str | Path | None = None) -> list[Item]:
+                        label_root: str | Path | None = None, labels: str = "cityscapes") -> list[Item]:
     """Items for the manifest rows: images under ``root``, labels under ``label_root`` (default
     ``root``); refuses paths that leave their root."""
     label_root = label_root if label_root is not None else root
-    return [Item(str(under(root, row.image_path)), str(under(label_root, row.label_path)), label_format)
+    return [Item(str(under(root, row.image_path)), str(under(label_root, row.label_path)), label_format, labels)
             for row in manifest.itertuples(index=False)]
 
 
+def _train_ids(item: Item, ids: np.ndarray) -> np.ndarray:
+    return label_set(item.labels).train_ids(ids) if item.label_format == "label_ids" else ids.astype(np.uint8)
+
+
 def label_pixel_totals(items: list[Item]) -> np.ndarray:
-    """Pixels of each of the 19 classes in the items' label files (for labels without a count table)."""
-    totals = np.zeros(NUM_CLASSES, dtype=np.int64)
+    """Pixels of each class in the items' label files (for labels without a count table)."""
+    num_classes = label_set(items[0].labels).num_classes if items else 0
+    totals = np.zeros(num_classes, dtype=np.int64)
     for item in items:
         with Image.open(item.label) as lab:
             ids = np.asarray(lab)
-        train_ids = label_ids_to_train_ids(ids) if item.label_format == "label_ids" else ids
-        totals += np.bincount(train_ids.ravel(), minlength=256)[:NUM_CLASSES]
+        totals += np.bincount(_train_ids(item, ids).ravel(), minlength=256)[:num_classes]
     return totals
 
 
@@ -64,7 +70,7 @@ def load_pair(item: Item) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
     with Image.open(item.label) as lab:
         ids = np.asarray(lab)
-    train_ids = label_ids_to_train_ids(ids) if item.label_format == "label_ids" else ids.astype(np.uint8)
+    train_ids = _train_ids(item, ids)
     return tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(train_ids)))
 
 
@@ -156,5 +162,7 @@ class EvalDataset(Dataset):
 
 
 def class_pixel_totals(class_pixels: pd.DataFrame) -> np.ndarray:
-    """Total pixels of each of the 19 classes over the given rows of class_pixel_counts."""
-    return class_pixels[list(COUNT_COLUMNS[:NUM_CLASSES])].to_numpy().sum(axis=0)
+    """Total pixels of each class over the given rows of class_pixel_counts (its columns
+    after the keys are the classes, then ``ignore``)."""
+    classes = [c for c in class_pixels.columns if c not in (*KEY_COLUMNS, "ignore")]
+    return class_pixels[classes].to_numpy().sum(axis=0)

@@ -11,8 +11,9 @@ from matplotlib.figure import Figure
 
 from hmsa import provenance
 from hmsa.config import parse_block
-from hmsa.data import cityscapes, ingest, report, synthetic
+from hmsa.data import cityscapes, ingest, mapillary, report, synthetic
 from hmsa.data.config import DataConfig
+from hmsa.data.labels import label_set
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,11 @@ def prepare_raw_data(data: dict) -> dict[str, Any]:
     generated = False
     if cfg.source == "synthetic":
         generated = synthetic.ensure_generated(root, cfg.synthetic, _workers(cfg))
+    elif cfg.source == "mapillary":
+        try:
+            generated = mapillary.ensure_converted(Path(cfg.mapillary_root), root, cfg.mapillary, _workers(cfg))
+        except mapillary.MapillaryError as err:
+            raise ingest.DataValidationError(str(err)) from None
     elif not root.is_dir():
         raise ingest.DataValidationError(
             f"data.cityscapes_root: {root} does not exist. Set it to the folder that holds "
@@ -50,6 +56,7 @@ def prepare_raw_data(data: dict) -> dict[str, Any]:
     return {
         "source": cfg.source,
         "root": str(root),
+        "labels": cfg.labels,
         "generated": generated,
         "dvc_md5": provenance.dvc_hash(root) if cfg.hash_raw_data else None,
     }
@@ -62,10 +69,11 @@ def ingest_raw_data(
     files, and ``raw_data_info`` itself (so that it is saved only for a tree that passed)."""
     cfg = _config(data)
     root = Path(raw_data_info["root"])
-    index = cityscapes.index_tree(root, cfg.splits)
+    index = cityscapes.index_tree(root, cfg.used_splits)
     spec = ingest.CentroidSpec(*cfg.centroid_grid, min_pixels=cfg.centroid_min_pixels)
-    result = ingest.check_tree(root, index, spec, workers=_workers(cfg))
-    result, skipped = ingest.apply_bad_file_policy(result, index, root, cfg.on_bad_file, list(cfg.splits))
+    labels = label_set(raw_data_info.get("labels", "cityscapes"))
+    result = ingest.check_tree(root, index, spec, workers=_workers(cfg), labels=labels)
+    result, skipped = ingest.apply_bad_file_policy(result, index, root, cfg.on_bad_file, list(cfg.used_splits))
     log.info("Ingested %d label files of %d images from %s (%d skipped)",
              len(result.manifest), result.manifest["image_id"].nunique(), root, len(skipped))
     return result.manifest, result.class_pixels, result.centroids, skipped, raw_data_info

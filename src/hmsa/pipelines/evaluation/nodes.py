@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from hmsa.config import parse_block
-from hmsa.data.labels import NUM_CLASSES, TRAIN_CLASS_NAMES, train_ids_to_label_ids
+from hmsa.data.labels import LabelSet, label_set
 from hmsa.evaluation import pictures
 from hmsa.evaluation.config import MODEL_NAMES, EvaluationConfig
 from hmsa.evaluation.grid import SINGLE, Setting, batches_of, evaluate_grid, predict_grid, settings_for
@@ -24,7 +24,15 @@ from hmsa.training.data import EvalDataset, items_from_manifest
 from hmsa.training.loop import pick_device
 
 log = logging.getLogger(__name__)
-IOU_COLUMNS = [f"iou/{name}" for name in TRAIN_CLASS_NAMES]
+
+
+def _labels(raw_data_info: dict) -> LabelSet:
+    return label_set(raw_data_info.get("labels", "cityscapes"))
+
+
+def _classes(results: pd.DataFrame) -> list[str]:
+    """The class names of a results table, in trainId order (its ``iou/<class>`` columns)."""
+    return [c[4:] for c in results.columns if c.startswith("iou/")]
 
 
 def _config(params: dict) -> EvaluationConfig:
@@ -33,7 +41,8 @@ def _config(params: dict) -> EvaluationConfig:
 
 def _bundles(cfg: EvaluationConfig, teacher_model: dict, student_model: dict, student_variants: dict) -> dict[str, dict]:
     present = {"teacher": teacher_model, "student": student_model}
-    present |= {f"student_{name}": bundle for name, bundle in student_variants.items()}
+    present |= {f"student_{name}": bundle for name, bundle in (student_variants or {}).items()}
+    present = {name: bundle for name, bundle in present.items() if bundle is not None}  # e.g. no teacher (Mapillary)
     if cfg.models == "all":
         return {name: present[name] for name in MODEL_NAMES if name in present}
     missing = [name for name in cfg.models if name not in present]
@@ -52,7 +61,7 @@ def _val_items(cfg: EvaluationConfig, image_manifest: pd.DataFrame, raw_data_inf
     rows = rows.sort_values("image_id").reset_index(drop=True)
     if cfg.max_images:
         rows = rows.head(cfg.max_images)
-    return rows, items_from_manifest(rows, raw_data_info["root"])
+    return rows, items_from_manifest(rows, raw_data_info["root"], labels=_labels(raw_data_info).name)
 
 
 def _pairs(items, workers: int = 1):
@@ -72,6 +81,7 @@ def evaluate(params: dict, teacher_model: dict, student_model: dict, student_var
     cfg = _config(params)
     bundles = _bundles(cfg, teacher_model, student_model, student_variants)
     rows, items = _val_items(cfg, image_manifest, raw_data_info)
+    iou_columns = [f"iou/{name}" for name in _labels(raw_data_info).class_names]
     device = pick_device(cfg.device)
     table, confusions = [], {}
     for name, bundle in bundles.items():
@@ -86,7 +96,7 @@ def evaluate(params: dict, teacher_model: dict, student_model: dict, student_var
                 "model": name, "kind": model.cfg.kind, "fusion": setting.fusion, "scales": setting.scales_key,
                 "flip": setting.flip, "setting": setting.name, "images": len(items),
                 "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
-                **dict(zip(IOU_COLUMNS, scores["iou"])),
+                **dict(zip(iou_columns, scores["iou"])),
             })
         best = result.best()
         confusions[name] = {"setting": best.name, "matrix": result.confusions[best].tolist()}
@@ -116,11 +126,11 @@ def report(results: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame]:
         key = f"{r['model']}/{r['setting']}"
         mlflow_metrics[f"mIoU/{key}"] = float(r["miou"])
         mlflow_metrics[f"pixel_accuracy/{key}"] = float(r["pixel_accuracy"])
-        for column in IOU_COLUMNS:
-            if np.isfinite(r[column]):
-                mlflow_metrics[f"IoU/{column[4:]}/{key}"] = float(r[column])
+        for name in _classes(results):
+            if np.isfinite(r[f"iou/{name}"]):
+                mlflow_metrics[f"IoU/{name}/{key}"] = float(r[f"iou/{name}"])
     mlflow_metrics["best_mIoU"] = float(best["miou"])
-    per_class = pd.DataFrame({"class": TRAIN_CLASS_NAMES, "iou": [best[c] for c in IOU_COLUMNS]}).dropna()
+    per_class = pd.DataFrame({"class": _classes(results), "iou": [best[f"iou/{c}"] for c in _classes(results)]}).dropna()
     for model in results["model"].unique():
         row = _best_row(results, model)
         log.info("evaluation: %s best mIoU %.4f (%s)", model, row["miou"], row["setting"])
@@ -139,14 +149,14 @@ def fusion_plot(results: pd.DataFrame) -> Figure:
             multi["scales"].unique(), key=lambda s: (len(s.split("-")), s))
         rows = pd.concat([rows[rows["fusion"] == SINGLE], multi[multi["scales"] == chosen]])
     rows = rows.assign(label=[_label(_setting(r)) for _, r in rows.iterrows()])
-    return pictures.per_class_iou(rows, TRAIN_CLASS_NAMES, f"Per-class IoU by fusion rule: {best['model']}")
+    return pictures.per_class_iou(rows, _classes(results), f"Per-class IoU by fusion rule: {best['model']}")
 
 
 def confusion_plot(results: pd.DataFrame, confusions: dict) -> Figure:
     """Confusion matrix of the best model at its best setting."""
     best = _best_row(results)
     entry = confusions[best["model"]]
-    return pictures.confusion(np.asarray(entry["matrix"]), TRAIN_CLASS_NAMES,
+    return pictures.confusion(np.asarray(entry["matrix"]), _classes(results),
                               f"{best['model']}, {entry['setting']}: rows normalised")
 
 
@@ -179,14 +189,16 @@ def prediction_pictures(params: dict, results: pd.DataFrame, teacher_model: dict
         out = model.predict(images.to(device), setting.scales, setting.flip, "hierarchical")
         preds = out["logits"].argmax(1).cpu().numpy().astype(np.uint8)
         attn = [{s: a[i, 0].cpu().numpy() for s, a in out["attention"].items()} for i in range(len(shown))]
-        attention_fig = pictures.attention(shown, list(preds), attn, f"{row['model']}, {row['setting']}")
+        attention_fig = pictures.attention(shown, list(preds), attn, f"{row['model']}, {row['setting']}",
+                                           _labels(raw_data_info).palette)
 
     best = _best_row(results)
     model = _load_model(best["model"], bundles, device)
     logits = predict_grid(model, images.to(device), [_setting(best)])[_setting(best)]
     preds = logits.argmax(1).cpu().numpy().astype(np.uint8)
     truths = [p[1].numpy().astype(np.uint8) for p in pairs]
-    overlay_fig = pictures.overlays(shown, truths, list(preds), f"{best['model']}, {best['setting']}")
+    overlay_fig = pictures.overlays(shown, truths, list(preds), f"{best['model']}, {best['setting']}",
+                                    palette=_labels(raw_data_info).palette)
     return attention_fig, overlay_fig
 
 
@@ -205,13 +217,15 @@ def cityscapes_predictions(params: dict, results: pd.DataFrame, teacher_model: d
     model = _load_model(best["model"], bundles, device)
     names = [f"{r.city}/{r.image_id}_pred_labelIds" for r in rows.itertuples(index=False)]
     out: dict[str, np.ndarray] = {}
-    cm = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    labels_of = _labels(raw_data_info)
+    num_classes = model.cfg.num_classes
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     bar = tqdm(total=len(items), desc="Cityscapes-format predictions", unit="img", disable=not cfg.progress_bar)
     for images, labels in batches_of(_pairs(items), cfg.batch_size):
         pred = predict_grid(model, images.to(device), [setting])[setting].argmax(1).cpu()
-        cm += confusion_matrix(pred, labels, NUM_CLASSES)
+        cm += confusion_matrix(pred, labels, num_classes)
         for p in pred.numpy().astype(np.uint8):
-            out[names[len(out)]] = train_ids_to_label_ids(p)
+            out[names[len(out)]] = labels_of.label_ids(p)
         bar.update(len(images))
     bar.close()
     again = mean_iou(cm.numpy())
