@@ -77,6 +77,25 @@ def _precision(cfg: TrainerConfig, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def uses_channels_last(cfg: TrainerConfig, device: torch.device) -> bool:
+    """channels_last on, or auto on CUDA (model and input batches alike)."""
+    return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+
+
+def for_device(model: torch.nn.Module, cfg: TrainerConfig, device: torch.device, world: int) -> torch.nn.Module:
+    """The recipe's GPU settings, on CUDA only: BatchNorm statistics synchronised across DDP
+    processes (SyncBatchNorm: batch 1 per GPU), channels-last memory (``channels_last:
+    auto``) and cuDNN's autotuner (fixed crop sizes). On the CPU the model is unchanged."""
+    cuda = device.type == "cuda"
+    if world > 1 and cuda:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if uses_channels_last(cfg, device):
+        model = model.to(memory_format=torch.channels_last)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    return model
+
+
 def poly_lambda(total: int, power: float) -> Callable[[int], float]:
     """lr factor (1 - it/total) ** power."""
     return lambda it: max(0.0, 1.0 - it / max(1, total)) ** power
@@ -120,14 +139,8 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
     main = rank == 0
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model = build_model(model_cfg).to(device)
-    if world > 1 and device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    model = for_device(build_model(model_cfg), cfg, device, world).to(device)
+    channels_last = uses_channels_last(cfg, device)
 
     weights = None
     if cfg.class_weights == "balanced":
