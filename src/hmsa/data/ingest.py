@@ -253,6 +253,14 @@ def apply_bad_file_policy(
     return result, skipped
 
 
+def run_jobs(fn, jobs: list, workers: int = 1) -> list:
+    """``[fn(job) for job in jobs]``, in ``workers`` processes when there is more than one."""
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+    return [fn(job) for job in jobs]
+
+
 def default_workers() -> int:
     """The number of CPU cores this process may use."""
     try:

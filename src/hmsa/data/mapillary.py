@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from hmsa.data import cityscapes
+from hmsa.data.ingest import run_jobs
 from hmsa.fileio import replace_folder
 
 log = logging.getLogger(__name__)
@@ -159,12 +159,7 @@ def ensure_converted(source: Path, dest: Path, spec: MapillarySpec, workers: int
 
     def fill(tmp: Path) -> int:
         args = [(tmp, split, n, image, label, spec.long_edge, spec.jpeg_quality) for split, n, image, label in jobs]
-        if workers > 1 and len(args) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(_convert_one, args, chunksize=max(1, len(args) // (8 * workers))))
-        else:
-            for job in args:
-                _convert_one(job)
+        run_jobs(_convert_one, args, workers)
         with open(tmp / KEYS_FILE, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["split", "image_id", "mapillary_key"])

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hmsa.data import cityscapes
+from hmsa.data.ingest import run_jobs
 from hmsa.data.labels import LABEL_BY_NAME
 from hmsa.fileio import replace_folder
 
@@ -545,12 +545,7 @@ def generate(root: Path, spec: SynthCitySpec, workers: int = 1) -> int:
     if any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty: SynthCity is generated into a new or empty folder")
     jobs = list(_jobs(root, spec))
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
-    else:
-        for job in jobs:
-            _write_one(job)
+    run_jobs(_write_one, jobs, workers)
     return len(jobs)
 
 
