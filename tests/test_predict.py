@@ -81,3 +81,18 @@ def test_clear_errors(model_file, photos, tmp_path, capsys, args, message):
     argv = ["predict", *[a.format(**values) for a in args], "--out", str(tmp_path / "out"), "--no-progress"]
     assert predict.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_mapillary_model_writes_mapillary_ids_and_colours(photos, tmp_path):
+    from hmsa.data.labels import MAPILLARY
+
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(kind="hmsa", **TINY, num_classes=65)).eval()
+    out = tmp_path / "out"
+    predict.predict([photos / "street.png"], model, out, (1.0,), flip=False, device="cpu", progress=False)
+    image = torch.from_numpy(np.array(Image.open(photos / "street.png"))).permute(2, 0, 1).float().div(255)
+    expected = model.predict(image[None], (1.0,))["logits"].argmax(1)[0].numpy()
+    # Mapillary's label ids are its trainIds; its colours, not Cityscapes'
+    assert np.array_equal(np.asarray(Image.open(out / "street_labelIds.png")), expected)
+    colours = np.asarray(Image.open(out / "street_color.png"))
+    assert np.array_equal(colours, MAPILLARY.palette[expected])

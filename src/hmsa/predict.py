@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from hmsa.fileio import atomic_path
-from hmsa.data.labels import TRAIN_ID_PALETTE, train_ids_to_label_ids
+from hmsa.data.labels import label_set_for
 
 DEFAULT_MODEL = "models:/hmsa-student@champion"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -128,6 +128,7 @@ def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: S
         raise PredictError(f"--scales: {err}") from None
     dev = pick_device(device)
     model = model.to(dev).eval()
+    labels_of = label_set_for(model.cfg.num_classes)  # colours and label ids: Cityscapes' or Mapillary's
     out.mkdir(parents=True, exist_ok=True)
     stems = _unique_stems(images)
     written: list[Path] = []
@@ -138,8 +139,8 @@ def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: S
         labels = result["logits"].argmax(1).to(torch.uint8).cpu().numpy()
         for j, i in enumerate(index.tolist()):
             stem = out / stems[i]
-            _save(TRAIN_ID_PALETTE[labels[j]], stem.with_name(f"{stem.name}_color.png"))
-            _save(train_ids_to_label_ids(labels[j]), stem.with_name(f"{stem.name}_labelIds.png"))
+            _save(labels_of.palette[labels[j]], stem.with_name(f"{stem.name}_color.png"))
+            _save(labels_of.label_ids(labels[j]), stem.with_name(f"{stem.name}_labelIds.png"))
             written += [stem.with_name(f"{stem.name}_color.png"), stem.with_name(f"{stem.name}_labelIds.png")]
             if result["attention"]:
                 image = (batch[j].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

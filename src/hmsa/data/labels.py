@@ -258,3 +258,12 @@ def label_set_of(class_names) -> LabelSet:
         if labels.class_names == names:
             return labels
     raise ValueError(f"classes {list(names)[:3]}... are not those of any label set ({sorted(LABEL_SETS)})")
+
+
+def label_set_for(num_classes: int) -> LabelSet:
+    """The label set of a model with ``num_classes`` outputs (19: Cityscapes, 65: Mapillary)."""
+    for labels in LABEL_SETS.values():
+        if labels.num_classes == num_classes:
+            return labels
+    raise ValueError(f"no label set has {num_classes} classes; known: "
+                     + ", ".join(f"{n} ({s.num_classes})" for n, s in LABEL_SETS.items()))
