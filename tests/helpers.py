@@ -126,7 +126,7 @@ def mapillary_tree(root: Path, counts: dict[str, int], size: tuple[int, int] = (
     import numpy as np
     from PIL import Image
 
-    from hmsa.data.labels import MAPILLARY, MAPILLARY_UNLABELED, label_ids_to_train_ids
+    from hmsa.data.labels import CITYSCAPES, MAPILLARY, MAPILLARY_UNLABELED
     from hmsa.data.labels import TRAIN_CLASS_NAMES as CITY
     from hmsa.data.synthetic import render_scene
 
@@ -145,7 +145,7 @@ def mapillary_tree(root: Path, counts: dict[str, int], size: tuple[int, int] = (
             key = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz_-ABCXYZ0123456789"), 22))
             scene = render_scene(rng, *size)
             Image.fromarray(scene.image).save(images / f"{key}.jpg", quality=95)
-            label = Image.fromarray(lut[label_ids_to_train_ids(scene.fine)], mode="L").convert("P")
+            label = Image.fromarray(lut[CITYSCAPES.train_ids(scene.fine)], mode="L").convert("P")
             label.putpalette(palette.ravel().tolist())
             label.save(labels / f"{key}.png")
     return root

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from hmsa import predict
-from hmsa.data.labels import label_ids_to_train_ids
+from hmsa.data.labels import CITYSCAPES
 from hmsa.models import ModelConfig, build_model
 from hmsa.training import checkpoint
 from tests.models.conftest import TINY
@@ -41,7 +41,7 @@ def test_a_folder_of_mixed_sizes_gives_three_pngs_each(model_file, photos, tmp_p
     assert names == sorted(f"{stem}_{kind}.png" for stem in ("street", "odd", "grey")
                            for kind in ("color", "labelIds", "attention"))
     label_ids = np.asarray(Image.open(out / "odd_labelIds.png"))
-    assert label_ids.shape == (33, 50) and label_ids_to_train_ids(label_ids).max() < 19
+    assert label_ids.shape == (33, 50) and CITYSCAPES.train_ids(label_ids).max() < 19
     assert np.asarray(Image.open(out / "street_color.png")).shape == (40, 72, 3)
     assert np.asarray(Image.open(out / "street_attention.png")).shape == (40, 72, 3)  # one tile: scale 0.5
     assert "3 images -> 9 files" in capsys.readouterr().out
@@ -53,7 +53,7 @@ def test_same_labels_as_the_model_predicts(model_file, photos, tmp_path):
     predict.predict([photos / "street.png"], model, out, (0.5, 1.0, 2.0), flip=True, device="cpu", progress=False)
     image = torch.from_numpy(np.array(Image.open(photos / "street.png"))).permute(2, 0, 1).float().div(255)
     expected = model.predict(image[None], (0.5, 1.0, 2.0), True)["logits"].argmax(1)[0].numpy()
-    got = label_ids_to_train_ids(np.asarray(Image.open(out / "street_labelIds.png")))
+    got = CITYSCAPES.train_ids(np.asarray(Image.open(out / "street_labelIds.png")))
     assert np.array_equal(got, expected)
 
 

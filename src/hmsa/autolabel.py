@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from hmsa.fileio import atomic_path, remove_stale_temps
-from hmsa.data.labels import IGNORE_INDEX, LABEL_BY_NAME, NUM_CLASSES, TRAIN_CLASS_NAMES, label_ids_to_train_ids
+from hmsa.data.labels import CITYSCAPES, IGNORE_INDEX, LABEL_BY_NAME, NUM_CLASSES, TRAIN_CLASS_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def write_outputs(job: Job, out_dir: Path, prediction: np.ndarray, confidence: n
     human = None
     if job.human:
         with Image.open(job.human) as lab:
-            human = label_ids_to_train_ids(np.asarray(lab))
+            human = CITYSCAPES.train_ids(np.asarray(lab))
     labels = refine(hard_labels(prediction, confidence, settings.threshold), human, settings)
     paths = output_paths(out_dir, job.city, job.image_id)
     # the label file last: its presence marks the image as done
@@ -219,7 +219,7 @@ def prepare_output(out_dir: Path, stamp: dict) -> bool:
 def _read(path: str | Path, label_ids: bool = False) -> np.ndarray:
     with Image.open(path) as img:
         array = np.asarray(img)
-    return label_ids_to_train_ids(array) if label_ids else array
+    return CITYSCAPES.train_ids(array) if label_ids else array
 
 
 def quality(rows: pd.DataFrame, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)) -> dict[str, pd.DataFrame]:

@@ -15,24 +15,32 @@ def test_nineteen_training_classes_in_order():
 
 def test_label_ids_map_to_train_ids():
     ids = np.array(list(KNOWN), dtype=np.uint8)
-    assert labels.label_ids_to_train_ids(ids).tolist() == list(KNOWN.values())
+    assert labels.CITYSCAPES.train_ids(ids).tolist() == list(KNOWN.values())
 
 
 def test_unknown_and_license_plate_ids_are_ignored():
-    assert labels.label_ids_to_train_ids(np.array([34, 100, 254, 255], dtype=np.uint8)).tolist() == [255] * 4
+    assert labels.CITYSCAPES.train_ids(np.array([34, 100, 254, 255], dtype=np.uint8)).tolist() == [255] * 4
 
 
 def test_round_trip_train_ids_to_label_ids():
     train_ids = np.arange(19, dtype=np.uint8)
-    back = labels.label_ids_to_train_ids(labels.train_ids_to_label_ids(train_ids))
+    back = labels.CITYSCAPES.train_ids(labels.CITYSCAPES.label_ids(train_ids))
     assert back.tolist() == train_ids.tolist()
-    assert labels.train_ids_to_label_ids(np.array([255], dtype=np.uint8)).tolist() == [0]
+    assert labels.CITYSCAPES.label_ids(np.array([255], dtype=np.uint8)).tolist() == [0]
 
 
 def test_unknown_label_ids_lists_only_ids_outside_the_table():
     arr = np.array([[7, 8, 34], [40, 255, 0]], dtype=np.uint8)
-    assert labels.unknown_label_ids(arr) == [34, 40]
+    assert labels.CITYSCAPES.unknown_ids(arr) == [34, 40]
 
 
 def test_lookup_tables_are_read_only():
     assert not labels.ID_TO_TRAIN_ID.flags.writeable
+    assert not labels.CITYSCAPES.palette.flags.writeable
+
+
+def test_palette_is_built_once_and_colours_each_train_id():
+    palette = labels.CITYSCAPES.palette
+    assert palette is labels.CITYSCAPES.palette
+    assert [tuple(c) for c in palette[:19]] == list(labels.TRAIN_CLASS_COLORS)
+    assert not palette[19:].any()

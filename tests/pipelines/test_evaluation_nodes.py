@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from hmsa.config import ParameterError
 from hmsa.data import cityscapes
-from hmsa.data.labels import TRAIN_CLASS_NAMES, label_ids_to_train_ids
+from hmsa.data.labels import CITYSCAPES, TRAIN_CLASS_NAMES
 from hmsa.datasets import PngFolderDataset
 from hmsa.evaluation.__main__ import summary_table
 from hmsa.models import ModelConfig, build_model
@@ -98,7 +98,7 @@ def test_cityscapes_format_scores_the_same_with_the_official_evaluation(evaluate
     PngFolderDataset(str(folder)).save(predictions)
     saved = PngFolderDataset(str(folder)).load()
     some = next(iter(saved.values()))()
-    assert some.dtype == np.uint8 and label_ids_to_train_ids(some).max() < 19  # label ids of training classes
+    assert some.dtype == np.uint8 and CITYSCAPES.train_ids(some).max() < 19  # label ids of training classes
 
     monkeypatch.setattr(np, "in1d", np.isin, raising=False)  # removed in numpy 2.4; see STACK.md
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official

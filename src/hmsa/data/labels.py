@@ -3,7 +3,8 @@
 Two label sets: Cityscapes (below) and Mapillary Vistas v1.2 (``MAPILLARY``). A
 ``LabelSet`` holds what the workflow needs of either: class names and colours by trainId,
 and the lookup tables between the ids stored in label PNGs and trainIds. The module-level
-names (``NUM_CLASSES``, ``TRAIN_CLASS_NAMES``...) are Cityscapes'.
+names (``NUM_CLASSES``, ``TRAIN_CLASS_NAMES``...) are Cityscapes' table; ids are mapped and
+coloured through a label set's methods (``CITYSCAPES.train_ids``, ``.label_ids``, ``.palette``).
 
 Label PNGs on disk hold Cityscapes *label ids* (0..33). Training and evaluation use
 *trainIds*: 19 classes numbered 0..18, with every other label id mapped to ``IGNORE_INDEX``.
@@ -14,6 +15,7 @@ tools that write it store 255, so 255 is accepted as a label id that maps to ign
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -89,15 +91,9 @@ TRAIN_CLASS_COLORS: tuple[tuple[int, int, int], ...] = tuple(
 )
 
 
-def _build_palette() -> np.ndarray:
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(TRAIN_CLASS_COLORS)] = TRAIN_CLASS_COLORS
-    return palette
-
-
-#: 256 x 3 lookup table: trainId -> RGB colour (ignore and unused ids black)
-TRAIN_ID_PALETTE: np.ndarray = _build_palette()
-TRAIN_ID_PALETTE.setflags(write=False)
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
 
 
 def _build_id_to_train_id() -> np.ndarray:
@@ -108,8 +104,7 @@ def _build_id_to_train_id() -> np.ndarray:
 
 
 #: 256-entry lookup table: uint8 label id -> trainId (unknown ids -> ignore)
-ID_TO_TRAIN_ID: np.ndarray = _build_id_to_train_id()
-ID_TO_TRAIN_ID.setflags(write=False)
+ID_TO_TRAIN_ID: np.ndarray = _frozen(_build_id_to_train_id())
 
 
 def _build_train_id_to_id() -> np.ndarray:
@@ -121,24 +116,7 @@ def _build_train_id_to_id() -> np.ndarray:
 
 
 #: 256-entry lookup table: trainId -> label id (ignore -> 0, "unlabeled")
-TRAIN_ID_TO_ID: np.ndarray = _build_train_id_to_id()
-TRAIN_ID_TO_ID.setflags(write=False)
-
-
-def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Map an array of uint8 Cityscapes label ids to trainIds (unknown ids become ignore)."""
-    return ID_TO_TRAIN_ID[np.asarray(label_ids, dtype=np.uint8)]
-
-
-def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
-    """Map trainIds back to Cityscapes label ids, as the official evaluation expects."""
-    return TRAIN_ID_TO_ID[np.asarray(train_ids, dtype=np.uint8)]
-
-
-def unknown_label_ids(label_ids: np.ndarray) -> list[int]:
-    """Return the sorted label ids in ``label_ids`` that are not in the Cityscapes table."""
-    present = np.flatnonzero(np.bincount(np.asarray(label_ids, dtype=np.uint8).ravel(), minlength=256))
-    return [int(v) for v in present if int(v) not in VALID_LABEL_IDS]
+TRAIN_ID_TO_ID: np.ndarray = _frozen(_build_train_id_to_id())
 
 
 # --------------------------------------------------------------------------- label sets
@@ -162,12 +140,12 @@ class LabelSet:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    @property
+    @cached_property
     def palette(self) -> np.ndarray:
-        """256 x 3: trainId -> RGB (ignore and unused ids black)."""
+        """256 x 3, read-only: trainId -> RGB (ignore and unused ids black)."""
         palette = np.zeros((256, 3), dtype=np.uint8)
         palette[: self.num_classes] = self.class_colors
-        return palette
+        return _frozen(palette)
 
     def train_ids(self, label_ids: np.ndarray) -> np.ndarray:
         """uint8 label ids -> trainIds (ids outside the table become ignore)."""
@@ -181,11 +159,6 @@ class LabelSet:
         """The sorted label ids present in ``label_ids`` that are not in the table."""
         present = np.flatnonzero(np.bincount(np.asarray(label_ids, dtype=np.uint8).ravel(), minlength=256))
         return [int(v) for v in present if int(v) not in self.valid_ids]
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
 
 
 CITYSCAPES = LabelSet("cityscapes", TRAIN_CLASS_NAMES, TRAIN_CLASS_COLORS, ID_TO_TRAIN_ID, TRAIN_ID_TO_ID,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hmsa.data.labels import IGNORE_INDEX, TRAIN_ID_PALETTE
+from hmsa.data.labels import CITYSCAPES, IGNORE_INDEX
 
 
 def per_class_iou(rows: pd.DataFrame, class_names: Sequence[str], title: str) -> Figure:
@@ -61,7 +61,7 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
 
 def attention(images: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
               attentions: Sequence[dict[float, np.ndarray]], title: str,
-              palette: np.ndarray = TRAIN_ID_PALETTE) -> Figure:
+              palette: np.ndarray = CITYSCAPES.palette) -> Figure:
     """Per image: the image, the fused prediction (coloured by ``palette``, trainId -> RGB),
     and each scale's attention (bright = this scale's prediction is trusted there). The
     highest scale's attention is unused by the hierarchical rule and is not shown."""
@@ -84,7 +84,7 @@ def attention(images: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
 
 
 def overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
-             title: str, alpha: float = 0.55, palette: np.ndarray = TRAIN_ID_PALETTE) -> Figure:
+             title: str, alpha: float = 0.55, palette: np.ndarray = CITYSCAPES.palette) -> Figure:
     """Per image: ground truth and prediction blended over the image (coloured by ``palette``),
     and the errors (red; ignore pixels grey)."""
     fig, axes = plt.subplots(len(images), 3, figsize=(10, 1.9 * len(images)), squeeze=False)

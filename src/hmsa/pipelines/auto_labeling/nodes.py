@@ -19,7 +19,7 @@ from PIL import Image
 
 from hmsa import autolabel
 from hmsa.config import parse_block
-from hmsa.data.labels import TRAIN_ID_PALETTE, label_ids_to_train_ids
+from hmsa.data.labels import CITYSCAPES
 from hmsa.fileio import under
 from hmsa.serving import model_from_bundle
 from hmsa.training import distributed
@@ -114,14 +114,14 @@ def label_panels(auto_labels: dict, auto_label_manifest: pd.DataFrame, raw_data_
     """image / human coarse / auto-label / confidence, for the first few images."""
     cfg = _config(params)
     root = Path(raw_data_info["root"])
-    palette = TRAIN_ID_PALETTE
+    palette = CITYSCAPES.palette
     rows = auto_label_manifest.head(max(1, cfg.panels))
     fig, axes = plt.subplots(len(rows), 4, figsize=(14, 2.2 * len(rows)), squeeze=False)
     for ax_row, r in zip(axes, rows.itertuples(index=False)):
         key = r.label_path.removesuffix(".png")
         conf_key = r.confidence_path.removesuffix(".png")
         with Image.open(under(root, r.image_path)) as img, Image.open(under(root, r.human_label_path)) as hum:
-            image, human = np.asarray(img.convert("RGB")), label_ids_to_train_ids(np.asarray(hum))
+            image, human = np.asarray(img.convert("RGB")), CITYSCAPES.train_ids(np.asarray(hum))
         label = np.asarray(auto_labels[key]())
         conf = np.asarray(auto_labels[conf_key]())
         for ax, picture, title in zip(ax_row, (image, palette[human], palette[label], conf),
