@@ -27,6 +27,31 @@ def test_usable_stores_pass(tmp_path):
     check_store("https://user:pw@mlflow.example.com", tmp_path)  # remote: MLflow's own checks
 
 
+def test_the_store_check_closes_its_connection(tmp_path, monkeypatch):
+    import sqlite3
+
+    import hmsa.tracking
+
+    opened, connect = [], sqlite3.connect
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            self.db, self.closed = connect(*args, **kwargs), False
+            opened.append(self)
+
+        def execute(self, *args):
+            return self.db.execute(*args)
+
+        def close(self):
+            self.closed = True
+            self.db.close()
+
+    sqlite3.connect(tmp_path / "real.db").close()
+    monkeypatch.setattr(hmsa.tracking.sqlite3, "connect", Recorded)
+    check_store("sqlite:///real.db", tmp_path)
+    assert len(opened) == 1 and opened[0].closed
+
+
 def test_credentials_never_appear_in_messages(tmp_path):
     assert without_credentials("https://alice:s3cret@host:5000/x") == "https://***@host:5000/x"
     assert without_credentials("sqlite:///mlflow.db") == "sqlite:///mlflow.db"

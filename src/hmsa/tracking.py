@@ -8,6 +8,7 @@ import re
 import sqlite3
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -56,7 +57,7 @@ def check_store(uri: str, project_path: Path | str = ".") -> None:
     folder = path if parsed.scheme != "sqlite" else path.parent
     if parsed.scheme == "sqlite" and path.exists():
         try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
                 db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as err:
             raise StoreError(

@@ -87,7 +87,8 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_one_writer(tmp_path):
-    """`torchrun -m hmsa`: both ranks train (DDP, gloo); rank 0 alone logs and writes."""
+    """`torchrun -m hmsa`: both ranks train (DDP, gloo) and share the evaluation; rank 0 alone
+    logs and writes."""
     project = copy_project(tmp_path)
     tiny_parameters(project)
     tiny_training(project)
@@ -104,6 +105,21 @@ def test_torchrun_two_processes_one_writer(tmp_path):
     assert len(versions) == 1
     registry = yaml.safe_load((project / "data/06_models/teacher_registry.json").read_text())
     assert registry["version"] == 1  # written by rank 0, not overwritten by rank 1
+
+    # evaluation: each rank scores half of val, the confusion matrices are summed over the ranks
+    run(["kedro", "run", "--pipelines", "auto_labeling,student_training"], project)
+    run(["torchrun", "--standalone", "--nproc_per_node=2", "-m", "hmsa", "--pipelines", "evaluation"], project)
+    confusions = project / "data/07_model_output/evaluation_confusions.json"
+    shared = json.loads(confusions.read_text())
+    shared_table = pd.read_csv(project / "data/08_reporting/evaluation_results.csv")
+    assert len(list((project / "data/07_model_output/cityscapes_results").rglob("*_pred_labelIds.png"))) == 2
+    run(["kedro", "run", "--pipelines", "evaluation"], project)  # one process, the whole set
+    alone = json.loads(confusions.read_text())
+    assert sorted(shared) == sorted(alone) == ["student", "teacher"]
+    for model in alone:  # equal pixel counts: no image scored twice or left out
+        assert np.array_equal(np.array(shared[model]["matrix"]), np.array(alone[model]["matrix"]))
+        assert np.array(alone[model]["matrix"]).sum() > 0
+    pd.testing.assert_frame_equal(shared_table, pd.read_csv(project / "data/08_reporting/evaluation_results.csv"))
 
 
 def _serve_champion_and_query_it(project, image):

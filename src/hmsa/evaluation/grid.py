@@ -102,8 +102,11 @@ class GridResult:
 
 
 def evaluate_grid(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], settings: Sequence[Setting],
-                  device: torch.device, on_batch=None) -> GridResult:
-    """Accumulate a confusion matrix per setting over ``batches`` of (images, trainId labels)."""
+                  device: torch.device, on_batch=None, combine=None) -> GridResult:
+    """Accumulate a confusion matrix per setting over ``batches`` of (images, trainId labels).
+
+    ``combine``, when given, is applied to the stacked matrices at the end: with each process
+    holding a share of the data, summing them over the processes gives the whole set's."""
     num_classes = model.cfg.num_classes
     confusions = {cell: torch.zeros(num_classes, num_classes, dtype=torch.long, device=device) for cell in settings}
     model.eval()
@@ -115,6 +118,9 @@ def evaluate_grid(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], s
             confusions[cell] += confusion_matrix(logits.argmax(1), labels, num_classes)
         if on_batch is not None:
             on_batch(len(images))
+    if combine is not None and confusions:
+        stacked = combine(torch.stack(list(confusions.values())))
+        confusions = dict(zip(confusions, stacked))
     return GridResult({cell: cm.cpu().numpy() for cell, cm in confusions.items()})
 
 

@@ -40,6 +40,14 @@ def init(use_cuda: bool, init_method: str | None = None, rank: int | None = None
     dist.init_process_group(backend(use_cuda), **kwargs)
 
 
+def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed element-wise over the group's processes (in place); unchanged
+    outside a group of more than one."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 def _entry(rank: int, fn: Callable, world: int, use_cuda: bool, rendezvous: str, args: tuple) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
     init(use_cuda, f"file://{rendezvous}", rank, world)

@@ -20,6 +20,7 @@ from hmsa.evaluation.config import MODEL_NAMES, EvaluationConfig
 from hmsa.evaluation.grid import SINGLE, Setting, batches_of, evaluate_grid, predict_grid, settings_for
 from hmsa.evaluation.metrics import confusion_matrix, mean_iou
 from hmsa.serving import model_from_bundle
+from hmsa.training import distributed
 from hmsa.training.data import EvalDataset, items_from_manifest
 from hmsa.training.loop import pick_device
 
@@ -74,21 +75,37 @@ def _label(setting: Setting) -> str:
     return f"{setting.fusion} {scales}" + (" +flip" if setting.flip else "")
 
 
+def _other_rank(what: str) -> bool:
+    """True on torchrun ranks other than 0, which leave ``what`` to rank 0 (it alone writes)."""
+    rank = distributed.env_world()[0]
+    if rank != 0:
+        log.info("rank %d: %s left to rank 0", rank, what)
+    return rank != 0
+
+
 def evaluate(params: dict, teacher_model: dict, student_model: dict, student_variants: dict,
              image_manifest: pd.DataFrame, raw_data_info: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
     """Every model over the grid: a tidy table (one row per model and setting) and, per
-    model, the confusion matrix of its best setting."""
+    model, the confusion matrix of its best setting.
+
+    Under torchrun each process scores every world-th image and the confusion matrices are
+    summed over the processes: every rank ends with the whole set's table."""
     cfg = _config(params)
     bundles = _bundles(cfg, teacher_model, student_model, student_variants)
     rows, items = _val_items(cfg, image_manifest, raw_data_info)
     iou_columns = [f"iou/{name}" for name in _labels(raw_data_info).class_names]
     device = pick_device(cfg.device)
+    rank, world, _ = distributed.env_world()
+    if world > 1:
+        distributed.init(device.type == "cuda")
+    share = items[rank::world]
     table, confusions = [], {}
     for name, bundle in bundles.items():
         model = model_from_bundle(bundle, f"model {name!r}").to(device)
         settings = settings_for(model, cfg.scale_sets, cfg.fusions, cfg.flip)
-        bar = tqdm(total=len(items), desc=f"evaluating {name}", unit="img", disable=not cfg.progress_bar)
-        result = evaluate_grid(model, batches_of(_pairs(items), cfg.batch_size), settings, device, bar.update)
+        bar = tqdm(total=len(share), desc=f"evaluating {name}", unit="img", disable=not cfg.progress_bar)
+        result = evaluate_grid(model, batches_of(_pairs(share), cfg.batch_size), settings, device, bar.update,
+                               combine=distributed.sum_over_ranks)
         bar.close()
         for setting in settings:
             scores = result.scores(setting)
@@ -100,8 +117,8 @@ def evaluate(params: dict, teacher_model: dict, student_model: dict, student_var
             })
         best = result.best()
         confusions[name] = {"setting": best.name, "matrix": result.confusions[best].tolist()}
-        log.info("evaluation: %s best %s mIoU %.4f (%d settings, %d images)", name, best.name,
-                 result.scores(best)["miou"], len(settings), len(items))
+        log.info("evaluation: %s best %s mIoU %.4f (%d settings, %d images, %d scored by rank %d of %d)", name,
+                 best.name, result.scores(best)["miou"], len(settings), len(items), len(share), rank, world)
     return pd.DataFrame(table), confusions
 
 
@@ -169,6 +186,8 @@ def prediction_pictures(params: dict, results: pd.DataFrame, teacher_model: dict
                         raw_data_info: dict[str, Any]) -> tuple[Figure, Figure]:
     """Attention maps per scale (best HMSA model, its best hierarchical setting) and
     prediction/ground-truth overlays (best model and setting) on the first val images."""
+    if _other_rank("the pictures"):
+        return Figure(), Figure()
     cfg = _config(params)
     bundles = _bundles(cfg, teacher_model, student_model, student_variants)
     _, items = _val_items(cfg, image_manifest, raw_data_info)
@@ -208,6 +227,8 @@ def cityscapes_predictions(params: dict, results: pd.DataFrame, teacher_model: d
     """The best model and setting's predictions in the Cityscapes results format: label-id
     PNGs (not trainIds) named ``<city>/<city>_<seq>_<frame>_pred_labelIds``, which the
     official evaluation (cityscapesscripts) matches to the ground truth by that name."""
+    if _other_rank("the Cityscapes-format predictions"):
+        return {}
     cfg = _config(params)
     bundles = _bundles(cfg, teacher_model, student_model, student_variants)
     rows, items = _val_items(cfg, image_manifest, raw_data_info)
@@ -241,6 +262,8 @@ def set_champions(params: dict, results: pd.DataFrame, teacher_registry: dict, s
                   student_variants_registry: dict) -> dict:
     """Tag each evaluated registered version with its best val mIoU, then move the alias
     ``champion`` to the best-scoring version of each registered model."""
+    if _other_rank("the champion alias"):
+        return {}
     cfg = _config(params)
     registry = {"teacher": teacher_registry, "student": student_registry}
     registry |= {f"student_{name}": info for name, info in (student_variants_registry or {}).items()}
