@@ -88,6 +88,11 @@ def test_kill_during_auto_labelling_relabels_nothing_and_leaves_no_broken_png(tr
 
     run(["kedro", "run", "--pipelines", "auto_labeling"], project)
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in finished.items())  # nothing relabelled
+    # the rerun ended the MLflow run the kill left RUNNING
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("hmsa").experiment_id],
+                              filter_string="attributes.run_name = 'auto_labeling'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
     pngs = sorted(labels.rglob("*.png"))
     assert len(pngs) == 12 and not list(labels.rglob(".*"))  # 4 images x 3 PNGs, no temp files left
     for png in pngs:

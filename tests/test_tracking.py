@@ -74,3 +74,36 @@ def test_a_resumed_run_is_linked_to_the_killed_one(tmp_path):
     assert client.get_run(killed).info.status == "KILLED"
     assert client.get_run(killed).data.tags["hmsa.teacher.resumed_by_run"] == resumed
     assert client.get_run(finished).info.status == "FINISHED"  # a finished run stays finished
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_killed(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from hmsa.tracking import TAG_HOST, TAG_PID, claim_run
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("hmsa")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that no longer exists
+
+    def running(host, pid):
+        run = client.create_run(experiment)
+        client.set_tag(run.info.run_id, TAG_HOST, host)
+        client.set_tag(run.info.run_id, TAG_PID, str(pid))
+        return run.info.run_id
+
+    killed = running(socket.gethostname(), gone.pid)  # e.g. an evaluation stopped by kill -9
+    alive = running(socket.gethostname(), os.getppid())  # a run still going in another process
+    elsewhere = running("another-host", gone.pid)  # not ours to judge
+    finished = running(socket.gethostname(), gone.pid)
+    client.set_terminated(finished, "FINISHED")
+    current = client.create_run(experiment).info.run_id
+
+    assert claim_run(current, client) == [killed]
+    status = {run_id: client.get_run(run_id).info.status for run_id in (killed, alive, elsewhere, finished, current)}
+    assert status == {killed: "KILLED", alive: "RUNNING", elsewhere: "RUNNING", finished: "FINISHED", current: "RUNNING"}
+    tags = client.get_run(current).data.tags
+    assert tags[TAG_HOST] == socket.gethostname() and tags[TAG_PID] == str(os.getpid())

@@ -59,7 +59,8 @@ class PreflightHook:
 
 
 class ProvenanceHook:
-    """Tags the run kedro-mlflow opened with the git commit and the raw data's DVC hash.
+    """Tags the run kedro-mlflow opened with the git commit and the raw data's DVC hash (and
+    the process running it, which lets the next run end runs that were killed).
 
     Also names the run after the pipelines it ran, in workflow order: kedro-mlflow would
     use ``__default__`` for a plain ``kedro run`` and Kedro's own order otherwise.
@@ -71,6 +72,10 @@ class ProvenanceHook:
         raw data's identity when this run reads an earlier ingestion's record of it."""
         if mlflow.active_run() is None:
             return
+        from hmsa.tracking import claim_run
+
+        for killed in claim_run(mlflow.active_run().info.run_id):
+            log.info("MLflow run %s was left RUNNING by a process that no longer exists: marked KILLED", killed)
         commit = provenance.git_commit(run_params.get("project_path") or ".")
         if commit:
             mlflow.set_tags({TAG_GIT_COMMIT: commit, "mlflow.source.git.commit": commit.removesuffix("-dirty")})

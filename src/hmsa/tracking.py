@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import sqlite3
 import tempfile
 import time
@@ -113,6 +114,39 @@ class EpochLogger:
         client.set_tag(previous_run_id, RESUMED_BY_TAG.format(role=role), self.run_id)
         if previous.info.status == "RUNNING":  # it was killed: nothing will ever end it
             client.set_terminated(previous_run_id, "KILLED")
+
+
+#: tags naming the process that runs a run, so that a later run can tell it was killed
+TAG_HOST = "hmsa.host"
+TAG_PID = "hmsa.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def claim_run(run_id: str, client: MlflowClient | None = None) -> list[str]:
+    """Tag ``run_id`` with this host and process, and mark KILLED every other RUNNING run of
+    its experiment that a process on this host started and that no longer exists (a
+    ``kill -9``, a lost machine: nothing else would ever end them). Returns those run ids."""
+    client = client or MlflowClient()
+    host, pid = socket.gethostname(), os.getpid()
+    client.set_tag(run_id, TAG_HOST, host)
+    client.set_tag(run_id, TAG_PID, str(pid))
+    experiment = client.get_run(run_id).info.experiment_id
+    ended = []
+    for run in client.search_runs([experiment], filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'"):
+        other = run.data.tags.get(TAG_PID, "")
+        if run.info.run_id != run_id and other.isdigit() and int(other) != pid and not _alive(int(other)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended
 
 
 def signature() -> ModelSignature:
