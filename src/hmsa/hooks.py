@@ -4,7 +4,6 @@ run with what it was made from; one writer under torchrun."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import mlflow
@@ -100,8 +99,10 @@ class ProvenanceHook:
 
 
 def launcher_rank() -> int:
-    """This process's rank under torchrun (or any launcher setting RANK); 0 otherwise."""
-    return int(os.environ.get("RANK", "0"))
+    """This process's rank under torchrun; 0 otherwise (read where training reads it)."""
+    from hmsa.training.distributed import env_world  # torch loads when a hook runs, not on import
+
+    return env_world()[0]
 
 
 class SingleWriterHook:
