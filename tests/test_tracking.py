@@ -107,3 +107,35 @@ def test_runs_left_running_by_a_dead_process_are_marked_killed(tmp_path):
     assert status == {killed: "KILLED", alive: "RUNNING", elsewhere: "RUNNING", finished: "FINISHED", current: "RUNNING"}
     tags = client.get_run(current).data.tags
     assert tags[TAG_HOST] == socket.gethostname() and tags[TAG_PID] == str(os.getpid())
+
+
+def test_a_logged_model_loads_quietly_and_predicts_as_the_network(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+
+    from hmsa.models import ModelConfig, build_model
+    from hmsa.serving import predict_labels
+    from hmsa.tracking import log_and_register
+    from tests.models.conftest import TINY
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="hmsa", **TINY)).eval()
+    bundle = {"model_config": model.cfg.model_dump(), "state_dict": model.state_dict()}
+    with mlflow.start_run():
+        info = log_and_register(bundle, "hmsa-test", pip_requirements=[])
+    uri = f"models:/hmsa-test@{info['alias']}"
+    # a fresh process, as `hmsa predict` or `mlflow models serve` loads it (MLflow warns once per process)
+    loading = subprocess.run([sys.executable, "-W", "always", "-c", f"import mlflow; mlflow.pyfunc.load_model({uri!r})"],
+                             capture_output=True, text=True, timeout=300, env=os.environ)
+    assert loading.returncode == 0, loading.stderr
+    assert "type hint" not in loading.stderr.lower(), loading.stderr
+    loaded = mlflow.pyfunc.load_model(uri)
+    images = np.random.default_rng(0).integers(0, 255, (2, 40, 72, 3), dtype=np.uint8)
+    labels = loaded.predict(images, params={"scales": [0.5, 1.0], "flip": True})
+    assert labels.dtype == np.uint8 and labels.shape == (2, 40, 72)
+    np.testing.assert_array_equal(labels, predict_labels(model, images, (0.5, 1.0), True))

@@ -73,7 +73,9 @@ class SegmenterPyfunc(mlflow.pyfunc.PythonModel):
 
         self.model = model_from_bundle(checkpoint.load(context.artifacts["bundle"]))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
+        # an ndarray hint: MLflow does no type-hint validation (the signature does it) and
+        # does not warn about missing hints on every load
         params = params or {}
         return predict_labels(self.model, model_input, tuple(params.get("scales") or (1.0,)),
                               bool(params.get("flip", False)), params.get("fusion") or None)
