@@ -55,6 +55,38 @@ def test_auto_labels_replace_the_human_coarse_ones(ingested, tmp_path):
     assert data.key != human.key
 
 
+def test_class_uniform_draws_from_the_auto_labelled_images_too(ingested, tmp_path):
+    from hmsa.pipelines.auto_labeling import nodes as auto_labeling
+
+    manifest, pixels, centroids, info = ingested
+    coarse = manifest[manifest["label_kind"] == "coarse"]
+    auto = coarse[["split", "city", "image_id", "image_path"]].assign(
+        label_path=coarse["city"] + "/" + coarse["image_id"] + "_autoLabelTrainIds.png").reset_index(drop=True)
+    for k, path in enumerate(auto["label_path"]):
+        label = np.full((32, 64), 255, dtype=np.uint8)
+        label[4:10, 40 + k:44 + k] = 11  # a person, in a different place in each image
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(label).save(tmp_path / path)
+    labels_info = {"root": str(tmp_path)}
+    auto_centroids = auto_labeling.label_centroids(auto, labels_info, info, {"centroid_grid": [2, 4]})
+    assert (auto_centroids["label_kind"] == "auto").all() and (auto_centroids["train_id"] == 11).all()
+    assert len(auto_centroids) == len(auto)  # one tile holds each person; ignored pixels have none
+
+    params = {**PARAMS, "coarse_labels": "auto", "trainer": {"sampling": "class_uniform"}}
+    data = _training.select_training_data(params, "student", manifest, pixels, centroids, info, auto, labels_info,
+                                          auto_centroids)
+    drawn = data.centroids[data.centroids["label_kind"] == "auto"]
+    assert len(drawn) == len(auto)
+    for row in drawn.itertuples(index=False):
+        item = data.train[row.item]
+        assert item.label_format == "train_ids" and item.label.endswith(f"{row.image_id}_autoLabelTrainIds.png")
+        assert np.asarray(Image.open(item.label))[row.y, row.x] == 11  # the centre is on the person
+    fine = data.centroids[data.centroids["label_kind"] != "auto"]
+    assert not fine.empty and fine["item"].lt(len(data.train) - len(auto)).all()
+    with pytest.raises(ValueError, match="auto_label_centroids: run the auto_labeling pipeline"):
+        _training.select_training_data(params, "student", manifest, pixels, centroids, info, auto, labels_info)
+
+
 def test_the_teacher_cannot_learn_from_auto_labels(ingested):
     with pytest.raises(ValueError, match="only the student can train on auto-labels"):
         _training.select_training_data({**PARAMS, "coarse_labels": "auto"}, "teacher", *ingested)

@@ -200,15 +200,21 @@ def check_tree(
     pixel_table = pd.DataFrame(np.array(counts, dtype=np.int64).reshape(-1, labels.num_classes + 1),
                                columns=count_columns(labels))
     pixel_table = pd.concat([manifest[KEY_COLUMNS].reset_index(drop=True), pixel_table], axis=1)
-    if centroids:
-        keys = np.concatenate([k for k, _ in centroids])
-        values = np.concatenate([v for _, v in centroids])
+    return IngestResult(manifest, pixel_table, centroid_frame(centroids), problems)
+
+
+def centroid_frame(per_image: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """The class_centroids table: one row per (image, tile, class), the image named by the
+    KEY_COLUMNS, from ``(keys, rows of class_centroids)`` pairs, one pair per image."""
+    if per_image:
+        keys = np.concatenate([k for k, _ in per_image])
+        values = np.concatenate([v for _, v in per_image])
     else:
         keys, values = np.empty((0, 3), dtype=object), np.empty((0, 5), dtype=np.int64)
-    centroid_table = pd.DataFrame(keys, columns=KEY_COLUMNS).astype(str)
+    table = pd.DataFrame(keys, columns=KEY_COLUMNS).astype(str)
     for i, name in enumerate(["train_id", "tile", "y", "x", "pixels"]):
-        centroid_table[name] = values[:, i]
-    return IngestResult(manifest, pixel_table, centroid_table, problems)
+        table[name] = values[:, i]
+    return table
 
 
 def describe_problems(problems: list[FileProblem], limit: int = 20) -> str:

@@ -13,13 +13,13 @@ from kedro.pipeline import Node, Pipeline
 
 from hmsa import tracking
 from hmsa.config import parse_block
+from hmsa.data.ingest import KEY_COLUMNS as KEYS
 from hmsa.data.labels import label_set
 from hmsa.training import run
 from hmsa.training.config import RoleConfig
 from hmsa.training.data import class_pixel_totals, items_from_manifest, label_pixel_totals
 
 log = logging.getLogger(__name__)
-KEYS = ["split", "image_id", "label_kind"]
 
 
 def role_config(params: dict, role: str) -> RoleConfig:
@@ -30,17 +30,20 @@ def role_config(params: dict, role: str) -> RoleConfig:
 def select_training_data(params: dict, role: str, image_manifest: pd.DataFrame, class_pixel_counts: pd.DataFrame,
                          class_centroids: pd.DataFrame, raw_data_info: dict[str, Any],
                          auto_label_manifest: pd.DataFrame | None = None,
-                         auto_labels_info: dict | None = None) -> run.TrainData:
+                         auto_labels_info: dict | None = None,
+                         auto_label_centroids: pd.DataFrame | None = None) -> run.TrainData:
     """Fine rows of ``fine_splits`` plus the coarse images of ``coarse_splits``, labelled by
     humans (``coarse_labels: human``), by the teacher (``auto``), or left out (``none``)."""
     return training_data(role_config(params, role), role, image_manifest, class_pixel_counts, class_centroids,
-                         raw_data_info, auto_label_manifest, auto_labels_info)
+                         raw_data_info, auto_label_manifest, auto_labels_info, auto_label_centroids)
 
 
 def training_data(cfg: RoleConfig, role: str, image_manifest: pd.DataFrame, class_pixel_counts: pd.DataFrame,
                   class_centroids: pd.DataFrame, raw_data_info: dict[str, Any],
-                  auto_label_manifest: pd.DataFrame | None = None, auto_labels_info: dict | None = None) -> run.TrainData:
-    """``select_training_data`` for a validated configuration."""
+                  auto_label_manifest: pd.DataFrame | None = None, auto_labels_info: dict | None = None,
+                  auto_label_centroids: pd.DataFrame | None = None) -> run.TrainData:
+    """``select_training_data`` for a validated configuration. Class-uniform sampling draws
+    from every training image with centroids: fine, human coarse, and auto-labelled ones."""
     manifest = image_manifest
     fine = manifest["split"].isin(cfg.fine_splits) & (manifest["label_kind"] == "fine")
     human = manifest["split"].isin(cfg.coarse_splits) & (manifest["label_kind"] == "coarse")
@@ -65,9 +68,17 @@ def training_data(cfg: RoleConfig, role: str, image_manifest: pd.DataFrame, clas
     if not items:
         raise ValueError(f"{role}: no training rows for fine_splits={cfg.fine_splits}, coarse_splits={cfg.coarse_splits}")
     centroids = None
-    if cfg.trainer.sampling == "class_uniform":  # centroids exist for human-labelled rows
+    if cfg.trainer.sampling == "class_uniform":
         index = train_rows[KEYS].assign(item=range(len(train_rows)))
         centroids = class_centroids.merge(index, on=KEYS, how="inner")
+        if cfg.coarse_labels == "auto":  # the auto-labelled items follow the train_rows ones
+            if auto_label_centroids is None:
+                raise ValueError(f"{role}.trainer.sampling=class_uniform with coarse_labels=auto needs "
+                                 "auto_label_centroids: run the auto_labeling pipeline again to write them")
+            auto_index = auto_rows[["split", "image_id"]].assign(
+                item=range(len(train_rows), len(train_rows) + len(auto_rows)))
+            centroids = pd.concat([centroids, auto_label_centroids.merge(auto_index, on=["split", "image_id"])],
+                                  ignore_index=True)
     log.info("%s: %d training images (%d fine, coarse labels: %s), %d validation images", role, len(items),
              int(fine.sum()), cfg.coarse_labels, len(val_rows))
     listing = "\n".join(f"{i.image}|{i.label}" for i in items)
@@ -132,7 +143,8 @@ def register(cfg: RoleConfig, role: str, bundle: dict) -> dict:
 def train_variants(params: dict, role: str, image_manifest: pd.DataFrame, class_pixel_counts: pd.DataFrame,
                    class_centroids: pd.DataFrame, raw_data_info: dict[str, Any],
                    auto_label_manifest: pd.DataFrame | None = None,
-                   auto_labels_info: dict | None = None) -> tuple[dict, dict, dict]:
+                   auto_labels_info: dict | None = None,
+                   auto_label_centroids: pd.DataFrame | None = None) -> tuple[dict, dict, dict]:
     """Train and register each baseline of ``<role>.variants`` (HMSA.md section 7).
 
     Returns ``{variant: bundle}``, ``{variant: summary metrics}`` and ``{variant: registry
@@ -143,10 +155,14 @@ def train_variants(params: dict, role: str, image_manifest: pd.DataFrame, class_
     for name in dict.fromkeys(cfg.variants):
         variant, label = cfg.variant(name), f"{role}_{name}"
         data = training_data(variant, label, image_manifest, class_pixel_counts, class_centroids, raw_data_info,
-                             auto_label_manifest, auto_labels_info)
+                             auto_label_manifest, auto_labels_info, auto_label_centroids)
         bundles[name], _, metrics[name] = train_role(variant, label, data)
         registry[name] = register(variant, label, bundles[name])
     return bundles, metrics, registry
+
+
+#: the auto-labelling outputs the student's nodes read
+AUTO_LABEL_INPUTS = {name: name for name in ("auto_label_manifest", "auto_labels_info", "auto_label_centroids")}
 
 
 def training_pipeline(role: str, auto_labels: bool = False, variants: bool = False) -> Pipeline:
@@ -166,7 +182,7 @@ def training_pipeline(role: str, auto_labels: bool = False, variants: bool = Fal
             for_role(select_training_data),
             {"params": params, "image_manifest": "image_manifest", "class_pixel_counts": "class_pixel_counts",
              "class_centroids": "class_centroids", "raw_data_info": "raw_data_info"}
-            | ({"auto_label_manifest": "auto_label_manifest", "auto_labels_info": "auto_labels_info"} if auto_labels else {}),
+            | (AUTO_LABEL_INPUTS if auto_labels else {}),
             f"{role}_train_data",
             name=f"select_{role}_data",
         ),
@@ -182,7 +198,7 @@ def training_pipeline(role: str, auto_labels: bool = False, variants: bool = Fal
         for_role(train_variants),
         {"params": params, "image_manifest": "image_manifest", "class_pixel_counts": "class_pixel_counts",
          "class_centroids": "class_centroids", "raw_data_info": "raw_data_info"}
-        | ({"auto_label_manifest": "auto_label_manifest", "auto_labels_info": "auto_labels_info"} if auto_labels else {}),
+        | (AUTO_LABEL_INPUTS if auto_labels else {}),
         [f"{role}_variants", f"{role}_variants_metrics", f"{role}_variants_registry"],
         name=f"train_{role}_variants",
     )] if variants else []))

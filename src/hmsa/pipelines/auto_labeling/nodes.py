@@ -19,7 +19,8 @@ from PIL import Image
 
 from hmsa import autolabel
 from hmsa.config import parse_block
-from hmsa.data.labels import CITYSCAPES
+from hmsa.data import ingest
+from hmsa.data.labels import CITYSCAPES, label_set
 from hmsa.fileio import under
 from hmsa.serving import model_from_bundle
 from hmsa.training import distributed
@@ -78,6 +79,23 @@ def auto_label(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
             "threshold": cfg.threshold, "merge_human_coarse": cfg.merge_human_coarse,
             "union_classes": cfg.union_classes, "border": cfg.border, "scales": cfg.scales, "flip": cfg.flip}
     return manifest, info
+
+
+def label_centroids(auto_label_manifest: pd.DataFrame, auto_labels_info: dict, raw_data_info: dict,
+                    data_params: dict) -> pd.DataFrame:
+    """Class centroids of the auto-labels, on data_ingestion's grid (``data.centroid_grid``):
+    class-uniform sampling draws the student's rare-class crops from the auto-labelled pool
+    too (HMSA.md section 6), as it does from human-labelled images. ``label_kind`` is "auto"."""
+    data = parse_block("data", data_params)
+    spec = ingest.CentroidSpec(*data.centroid_grid, min_pixels=data.centroid_min_pixels)
+    num_classes = label_set(raw_data_info.get("labels", "cityscapes")).num_classes
+    out = Path(auto_labels_info["root"])
+    per_image = []
+    for r in auto_label_manifest.itertuples(index=False):
+        with Image.open(under(out, r.label_path)) as img:
+            rows = ingest.class_centroids(np.asarray(img), spec, num_classes)
+        per_image.append((np.array([[r.split, r.image_id, "auto"]] * len(rows), dtype=object).reshape(-1, 3), rows))
+    return ingest.centroid_frame(per_image)
 
 
 def label_quality(auto_label_manifest: pd.DataFrame, auto_labels_info: dict, raw_data_info: dict,

@@ -6,10 +6,12 @@ from . import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Teacher + coarse images -> auto-label PNGs, their manifest, and the quality report."""
+    """Teacher + coarse images -> auto-label PNGs, their manifest and class centroids, and the quality report."""
     return Pipeline([
         Node(nodes.auto_label, ["params:auto_labeling", "teacher_model", "image_manifest", "raw_data_info"],
              ["auto_label_manifest", "auto_labels_info"], name="auto_label"),
+        Node(nodes.label_centroids, ["auto_label_manifest", "auto_labels_info", "raw_data_info", "params:data"],
+             "auto_label_centroids", name="label_centroids"),
         Node(nodes.label_quality, ["auto_label_manifest", "auto_labels_info", "raw_data_info", "params:auto_labeling"],
              ["auto_label_quality", "auto_label_quality_per_class", "auto_label_threshold_sweep",
               "auto_label_threshold_plot", "auto_labeling_metrics", "auto_labeling_mlflow_metrics"],
