@@ -122,20 +122,32 @@ def test_a_logged_model_loads_quietly_and_predicts_as_the_network(tmp_path, monk
     from hmsa.tracking import log_and_register
     from tests.models.conftest import TINY
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(kind="hmsa", **TINY)).eval()
-    bundle = {"model_config": model.cfg.model_dump(), "state_dict": model.state_dict()}
-    with mlflow.start_run():
-        info = log_and_register(bundle, "hmsa-test", pip_requirements=[])
-    uri = f"models:/hmsa-test@{info['alias']}"
-    # a fresh process, as `hmsa predict` or `mlflow models serve` loads it (MLflow warns once per process)
-    loading = subprocess.run([sys.executable, "-W", "always", "-c", f"import mlflow; mlflow.pyfunc.load_model({uri!r})"],
-                             capture_output=True, text=True, timeout=300, env=os.environ)
-    assert loading.returncode == 0, loading.stderr
-    assert "type hint" not in loading.stderr.lower(), loading.stderr
-    loaded = mlflow.pyfunc.load_model(uri)
-    images = np.random.default_rng(0).integers(0, 255, (2, 40, 72, 3), dtype=np.uint8)
-    labels = loaded.predict(images, params={"scales": [0.5, 1.0], "flip": True})
-    assert labels.dtype == np.uint8 and labels.shape == (2, 40, 72)
-    np.testing.assert_array_equal(labels, predict_labels(model, images, (0.5, 1.0), True))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # this test's own store, here and in the child process (in-process Kedro runs of earlier
+    # tests may have set other tracking and registry URIs, in mlflow and in the environment)
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(variable, store)
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    try:
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(kind="hmsa", **TINY)).eval()
+        bundle = {"model_config": model.cfg.model_dump(), "state_dict": model.state_dict()}
+        with mlflow.start_run():
+            info = log_and_register(bundle, "hmsa-test", pip_requirements=[])
+        uri = f"models:/hmsa-test@{info['alias']}"
+        # a fresh process, as `hmsa predict` or `mlflow models serve` loads it (MLflow warns once per process)
+        loading = subprocess.run(
+            [sys.executable, "-W", "always", "-c", f"import mlflow; mlflow.pyfunc.load_model({uri!r})"],
+            capture_output=True, text=True, timeout=300, env=os.environ)
+        assert loading.returncode == 0, loading.stderr
+        assert "type hint" not in loading.stderr.lower(), loading.stderr
+        loaded = mlflow.pyfunc.load_model(uri)
+        images = np.random.default_rng(0).integers(0, 255, (2, 40, 72, 3), dtype=np.uint8)
+        labels = loaded.predict(images, params={"scales": [0.5, 1.0], "flip": True})
+        assert labels.dtype == np.uint8 and labels.shape == (2, 40, 72)
+        np.testing.assert_array_equal(labels, predict_labels(model, images, (0.5, 1.0), True))
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
