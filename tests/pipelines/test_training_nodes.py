@@ -80,7 +80,8 @@ def test_class_uniform_draws_from_the_auto_labelled_images_too(ingested, tmp_pat
     for row in drawn.itertuples(index=False):
         item = data.train[row.item]
         assert item.label_format == "train_ids" and item.label.endswith(f"{row.image_id}_autoLabelTrainIds.png")
-        assert np.asarray(Image.open(item.label))[row.y, row.x] == 11  # the centre is on the person
+        with Image.open(item.label) as label:
+            assert np.asarray(label)[row.y, row.x] == 11  # the centre is on the person
     fine = data.centroids[data.centroids["label_kind"] != "auto"]
     assert not fine.empty and fine["item"].lt(len(data.train) - len(auto)).all()
     with pytest.raises(ValueError, match="auto_label_centroids: run the auto_labeling pipeline"):
