@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hmsa.models.config import ModelConfig
 
@@ -46,6 +46,12 @@ class TrainerConfig(BaseModel):
     #: continue from checkpoint_dir/last.pt when it matches this configuration
     resume: bool = True
     progress_bar: bool = True
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _on_off(cls, value):
+        # YAML 1.1 and OmegaConf's --params read a bare on/off as a boolean
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check(self) -> "TrainerConfig":
