@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from hmsa.models import fusion
+from hmsa.models.fusion import Fused, ScaleOutput
 from hmsa.models.heads import resize
 from hmsa.models.loss import SegmentationLoss, class_balanced_weights
 
@@ -66,14 +68,15 @@ def test_hmsa_joint_is_the_blend_of_its_two_scales(tiny_model):
     torch.manual_seed(1)
     x = torch.rand(1, 3, 64, 96)
     model.eval()  # BN in eval so that separate passes agree with the joint pass
-    out = model(x)
+    joint = model(x)["joint"].logits()
     lo, hi = model.run_scale(x, 0.5), model.run_scale(x, 1.0)
-    size = hi["logits"].shape[-2:]
-    a = resize(lo["attn"], size)
-    blend = resize(lo["attn"] * lo["logits"], size) + (1 - a) * hi["logits"]
-    assert out["joint"].shape[-2:] == size  # fused at stride 4; the loss upsamples
-    assert torch.allclose(out["joint"], blend, atol=1e-5)
-    assert not torch.allclose(out["joint"], resize(lo["attn"] * lo["logits"], size))  # the 1.0 pass contributes
+    # section 3: U(a * p_0.5) + (1 - U(a)) * p_1.0, each first at its own scale's input size
+    size, lo_size = x.shape[-2:], (32, 48)
+    a, p_lo = resize(lo["attn"], lo_size), resize(lo["logits"], lo_size)
+    blend = resize(a * p_lo, size) + (1 - resize(a, size)) * resize(hi["logits"], size)
+    assert joint.shape[-2:] == size  # fused at the crop size
+    assert torch.allclose(joint, blend, atol=1e-5)
+    assert not torch.allclose(joint, resize(a * p_lo, size))  # the 1.0 pass contributes
 
 
 def test_flip_averages_the_mirrored_prediction(tiny_model):
@@ -130,6 +133,27 @@ def test_checkpointed_loss_equals_plain_upsampled_cross_entropy():
         resize(ref_low[:, :, ::2, ::2] * 0.5, (32, 48)), target, weight=weights, ignore_index=255)
     ref.backward()
     assert torch.allclose(loss, ref) and torch.allclose(grad, ref_low.grad, atol=1e-6)
+
+
+def test_a_fused_joint_is_scored_as_the_plain_fusion_with_the_same_gradients():
+    torch.manual_seed(0)
+    target = torch.randint(0, 5, (2, 32, 48))
+    lo, hi, a = torch.randn(2, 5, 4, 6), torch.randn(2, 5, 8, 12), torch.rand(2, 1, 4, 6)
+
+    def parts(lo, hi, a):
+        return [ScaleOutput(1.0, hi), ScaleOutput(0.5, lo, a)]
+
+    leaves = [t.clone().requires_grad_(True) for t in (lo, hi, a)]
+    fused = Fused("hierarchical", parts(*leaves), (32, 48))
+    loss = SegmentationLoss()({"joint": fused, "aux": fused, "per_scale": {}}, target)["total"]
+    loss.backward()
+
+    ref_leaves = [t.clone().requires_grad_(True) for t in (lo, hi, a)]
+    joint = fusion.hierarchical(parts(*ref_leaves), (32, 48))
+    ref = 1.4 * torch.nn.functional.cross_entropy(joint, target, ignore_index=255)
+    ref.backward()
+    assert torch.allclose(loss, ref)
+    assert all(torch.allclose(x.grad, y.grad, atol=1e-6) for x, y in zip(leaves, ref_leaves))
 
 
 def test_a_batch_with_only_ignore_labels_gives_zero_loss_not_nan(tiny_model):

@@ -62,11 +62,11 @@ def settings_for(model, scale_sets: Sequence[Sequence[float]], fusions: Sequence
     return list(dict.fromkeys(cells))
 
 
-def _fused(model, outs: dict[float, dict], setting: Setting) -> torch.Tensor:
+def _fused(model, outs: dict[float, dict], setting: Setting, size) -> torch.Tensor:
     if setting.fusion == SINGLE:
-        return outs[1.0]["logits"]
+        return resize(outs[1.0]["logits"], size)
     order = model.check_fusion(setting.fusion, setting.scales)
-    return model.fuse_outputs({s: outs[s] for s in order}, setting.fusion)[0]
+    return model.fuse_outputs({s: outs[s] for s in order}, setting.fusion, size)[0]
 
 
 @torch.no_grad()
@@ -78,10 +78,10 @@ def predict_grid(model, images: torch.Tensor, settings: Sequence[Setting]) -> di
     size = images.shape[-2:]
     result = {}
     for cell in settings:
-        logits = _fused(model, outs, cell)
+        logits = _fused(model, outs, cell, size)
         if cell.flip:
-            logits = (logits + _fused(model, outs_flipped, cell).flip(-1)) / 2
-        result[cell] = resize(logits, size)
+            logits = (logits + _fused(model, outs_flipped, cell, size).flip(-1)) / 2
+        result[cell] = logits
     return result
 
 

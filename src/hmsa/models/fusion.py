@@ -1,9 +1,13 @@
 """Every rule for merging predictions made at several scales (HMSA.md sections 3-5).
 
-All rules work on logits at the network's own output resolution and return logits at the
-resolution of the 1.0 scale; the caller upsamples once to the image size. Working at
-stride 4 instead of full resolution keeps fusion nearly free in time and memory, and
-every rule gets the same treatment, so comparisons between them stay fair.
+Every rule takes each scale's outputs at the network's output stride and returns logits at
+``size``, the input size of the 1.0 scale (the image size). As section 2 says, a scale's
+logits and attention are first upsampled to that scale's own input size: a scale below 1.0
+forms ``a * p`` there and then upsamples it; a scale above 1.0 is resized straight to
+``size`` (its own input size and back again, without the large intermediate tensor). Fusing
+at the image size, not at the output stride of the 1.0 scale, keeps what the larger scales
+see: a pole two pixels wide that only the 2.0 pass resolves survives the fusion. Every rule
+gets the same treatment, so comparisons between them stay fair.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hmsa.models.heads import resize
+from hmsa.models.heads import resize, scaled_size
 
 FUSIONS = ("hierarchical", "average", "max", "explicit")
 
@@ -25,6 +29,24 @@ class ScaleOutput:
     scale: float
     logits: torch.Tensor
     attn: torch.Tensor | None = None
+
+
+@dataclass
+class Fused:
+    """A fusion not yet computed: ``fuse(rule, outputs, size, weights)``.
+
+    A training step returns its joint and auxiliary logits this way, so that the loss can
+    fuse and score them inside one activation checkpoint: no tensor at the crop size is kept
+    for backward, and the training memory stays that of the per-scale outputs."""
+
+    rule: str
+    outputs: list[ScaleOutput]
+    size: tuple[int, int]
+    weights: torch.Tensor | None = None
+
+    def logits(self) -> torch.Tensor:
+        """The fused logits at ``size``."""
+        return fuse(self.rule, self.outputs, self.size, self.weights)
 
 
 def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
@@ -49,62 +71,71 @@ def _reference(outputs: Sequence[ScaleOutput]) -> ScaleOutput:
     return next(o for o in outputs if o.scale == 1.0)
 
 
-def hierarchical(outputs: Sequence[ScaleOutput]) -> torch.Tensor:
+def _own_size(scale: float, size: Sequence[int]) -> tuple[int, int]:
+    """Where a scale's outputs are fused: its own input size, capped at ``size``."""
+    return scaled_size(size, min(scale, 1.0))
+
+
+def hierarchical(outputs: Sequence[ScaleOutput], size: Sequence[int]) -> torch.Tensor:
     """HMSA's chained pairwise attention (section 4), any number of scales, any order.
 
     From the highest scale down, the lower scale of each adjacent pair supplies the
     attention ``a`` that weighs its own prediction against the running result:
-    ``pred = a*p + (1-a)*D(pred)`` at scales >= 1 (D: resize pred to p's size), and
-    ``pred = U(a*p) + (1-U(a))*pred`` below 1 (U: upsample to pred's size).
+    ``pred = a*p + (1-a)*D(pred)`` at scales >= 1 (D: resize pred to ``size``), and
+    ``pred = U(a*p) + (1-U(a))*pred`` below 1 (``a*p`` at the scale's own input size, U:
+    upsample to ``size``).
     """
     _reference(outputs)
     order = sorted(outputs, key=lambda o: o.scale, reverse=True)
-    pred = order[0].logits
+    pred = resize(order[0].logits, _own_size(order[0].scale, size))
     for out in order[1:]:
         if out.attn is None:
             raise ValueError(f"hierarchical fusion needs attention at scale {out.scale}: is this an HMSA model?")
-        a = resize(out.attn, out.logits.shape[-2:])
+        own = _own_size(out.scale, size)
+        p, a = resize(out.logits, own), resize(out.attn, own)
         if out.scale >= 1.0:
-            pred = a * out.logits + (1 - a) * resize(pred, out.logits.shape[-2:])
+            pred = a * p + (1 - a) * resize(pred, own)
         else:
-            pred = resize(a * out.logits, pred.shape[-2:]) + (1 - resize(a, pred.shape[-2:])) * pred
+            pred = resize(a * p, pred.shape[-2:]) + (1 - resize(a, pred.shape[-2:])) * pred
     return pred
 
 
-def average(outputs: Sequence[ScaleOutput]) -> torch.Tensor:
-    """Mean of the logits of every scale, at the 1.0 resolution."""
-    size = _reference(outputs).logits.shape[-2:]
+def average(outputs: Sequence[ScaleOutput], size: Sequence[int]) -> torch.Tensor:
+    """Mean of the logits of every scale, at ``size``."""
+    _reference(outputs)
     return torch.stack([resize(o.logits, size) for o in outputs]).mean(dim=0)
 
 
-def maximum(outputs: Sequence[ScaleOutput]) -> torch.Tensor:
-    """Per-class maximum of the logits over scales, at the 1.0 resolution."""
-    size = _reference(outputs).logits.shape[-2:]
+def maximum(outputs: Sequence[ScaleOutput], size: Sequence[int]) -> torch.Tensor:
+    """Per-class maximum of the logits over scales, at ``size``."""
+    _reference(outputs)
     return torch.stack([resize(o.logits, size) for o in outputs]).amax(dim=0)
 
 
-def explicit(outputs: Sequence[ScaleOutput], weights: torch.Tensor) -> torch.Tensor:
+def explicit(outputs: Sequence[ScaleOutput], weights: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Chen et al.'s explicit attention: ``sum_i w_i * p_i`` with softmax weights (B, N, h, w).
 
-    ``weights`` follow the order of ``outputs``; they are resized to the 1.0 logits' size.
+    ``weights`` follow the order of ``outputs``; weights and logits are resized to ``size``.
     """
-    size = _reference(outputs).logits.shape[-2:]
+    _reference(outputs)
     if weights.shape[1] != len(outputs):
         raise ValueError(f"explicit fusion: {weights.shape[1]} weights for {len(outputs)} scales")
     weights = resize(weights, size)
     return sum(weights[:, i : i + 1] * resize(o.logits, size) for i, o in enumerate(outputs))
 
 
-def fuse(rule: str, outputs: Sequence[ScaleOutput], weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply fusion ``rule`` (one of ``FUSIONS``)."""
+def fuse(rule: str, outputs: Sequence[ScaleOutput], size: Sequence[int],
+         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply fusion ``rule`` (one of ``FUSIONS``); logits at ``size``, the 1.0 scale's input size."""
+    size = tuple(size)
     if rule == "hierarchical":
-        return hierarchical(outputs)
+        return hierarchical(outputs, size)
     if rule == "average":
-        return average(outputs)
+        return average(outputs, size)
     if rule == "max":
-        return maximum(outputs)
+        return maximum(outputs, size)
     if rule == "explicit":
         if weights is None:
             raise ValueError("explicit fusion needs the scale weights of an explicit-attention model")
-        return explicit(outputs, weights)
+        return explicit(outputs, weights, size)
     raise ValueError(f"fusion: unknown rule {rule!r}; choose one of {FUSIONS}")

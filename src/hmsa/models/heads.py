@@ -7,6 +7,8 @@ attention heads read them too) and its own auxiliary logits, or None when the mo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +22,11 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> nn.
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
+
+
+def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    """The input size of one scale: round(H*s) x round(W*s), at least 1 pixel."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hmsa.data.labels import IGNORE_INDEX
+from hmsa.models.fusion import Fused
 from hmsa.models.heads import resize
 
 
@@ -15,8 +16,9 @@ class SegmentationLoss(nn.Module):
     """``CE(joint) + aux_weight*CE(aux) + scale_weight*sum_s CE(p_s)``, ignoring label 255.
 
     The attention gets no direct supervision. ``class_weights`` (optional, one per class)
-    weigh the cross-entropy terms. Logits come at their own resolution; each term upsamples
-    them to the label size (bilinear) inside an activation checkpoint, so that no
+    weigh the cross-entropy terms. Logits come at their own resolution, or as a
+    ``fusion.Fused`` (the multi-scale joint and auxiliary logits); each term fuses and
+    upsamples them to the label size (bilinear) inside an activation checkpoint, so that no
     full-resolution tensor is kept for backward: the same loss, at the memory of its
     low-resolution inputs, for every model kind alike.
     """
@@ -38,7 +40,11 @@ class SegmentationLoss(nn.Module):
         count = self.class_weights[valid].sum() if self.class_weights is not None else valid.numel()
         return total / torch.clamp(torch.as_tensor(count, dtype=total.dtype, device=total.device), min=1e-12)
 
-    def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _ce(self, logits: torch.Tensor | Fused, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(logits, Fused):
+            if torch.is_grad_enabled():
+                return checkpoint(lambda: self._term(logits.logits(), target), use_reentrant=False)
+            return self._term(logits.logits(), target)
         if logits.requires_grad and logits.shape[-2:] != target.shape[-2:]:
             return checkpoint(self._term, logits, target, use_reentrant=False)
         return self._term(logits, target)

@@ -20,17 +20,20 @@ from torch import nn
 
 from hmsa.models import fusion
 from hmsa.models.config import ModelConfig
-from hmsa.models.fusion import ScaleOutput
-from hmsa.models.heads import AttentionHead, AuxHead, DeepLabV3PlusHead, OCRHead, ScaleAttentionHead, resize
+from hmsa.models.fusion import Fused, ScaleOutput
+from hmsa.models.heads import (
+    AttentionHead,
+    AuxHead,
+    DeepLabV3PlusHead,
+    OCRHead,
+    ScaleAttentionHead,
+    resize,
+    scaled_size,
+)
 from hmsa.models.trunks import build_trunk
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
-    """The input size of one scale: round(H*s) x round(W*s), at least 1 pixel."""
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 class Segmenter(nn.Module):
@@ -74,9 +77,9 @@ class Segmenter(nn.Module):
             "features": decoded,
         }
 
-    def _fused(self, outs: dict[float, dict], key: str, rule: str, weights=None) -> torch.Tensor:
+    def _fused(self, outs: dict[float, dict], key: str, rule: str, size, weights=None) -> torch.Tensor:
         items = [ScaleOutput(s, o[key], o["attn"]) for s, o in outs.items()]
-        return fusion.fuse(rule, items, weights)
+        return fusion.fuse(rule, items, size, weights)
 
     def _scale_weights(self, outs: dict[float, dict]) -> torch.Tensor:
         size = outs[1.0]["features"].shape[-2:]
@@ -84,17 +87,19 @@ class Segmenter(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, images: torch.Tensor) -> dict:
-        """A training step's outputs, each at its own resolution (the loss upsamples):
-        joint logits and attention at stride 4 of the 1.0 scale, auxiliary logits at the
-        output stride, and the per-scale logits (for per-scale supervision)."""
+        """A training step's outputs: joint and auxiliary logits (a multi-scale model's as a
+        ``fusion.Fused`` at the crop size, which the loss computes; a single-scale model's
+        at its own resolution), the per-scale logits at stride 4 of their scale (for
+        per-scale supervision) and the attention maps."""
+        size = tuple(images.shape[-2:])
         outs = {s: self.run_scale(images, s) for s in self.cfg.train_scales}
         if self.cfg.kind == "single":
             joint, aux = outs[1.0]["logits"], outs[1.0]["aux"]
-        elif self.cfg.kind == "hmsa":
-            joint, aux = self._fused(outs, "logits", "hierarchical"), self._fused(outs, "aux", "hierarchical")
         else:
-            weights = self._scale_weights(outs)
-            joint, aux = self._fused(outs, "logits", "explicit", weights), self._fused(outs, "aux", "explicit", weights)
+            rule = "hierarchical" if self.cfg.kind == "hmsa" else "explicit"
+            weights = self._scale_weights(outs) if rule == "explicit" else None
+            joint, aux = (Fused(rule, [ScaleOutput(s, o[key], o["attn"]) for s, o in outs.items()], size, weights)
+                          for key in ("logits", "aux"))
         return {
             "joint": joint,
             "aux": aux,
@@ -111,10 +116,13 @@ class Segmenter(nn.Module):
         """``run_scale`` for each scale: the per-scale outputs every fusion rule works from."""
         return {float(s): self.run_scale(images, s) for s in scales}
 
-    def fuse_outputs(self, outs: dict[float, dict], rule: str) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
-        """Fused logits (stride 4 of the 1.0 scale) and each scale's attention, from ``scale_outputs``."""
+    def fuse_outputs(self, outs: dict[float, dict], rule: str,
+                     size: Sequence[int]) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+        """Fused logits at ``size`` (the images' size) and each scale's attention (at stride 4
+        of its scale), from ``scale_outputs``."""
         weights = self._scale_weights(outs) if rule == "explicit" else None
-        return self._fused(outs, "logits", rule, weights), {s: o["attn"] for s, o in outs.items() if o["attn"] is not None}
+        attn = {s: o["attn"] for s, o in outs.items() if o["attn"] is not None}
+        return self._fused(outs, "logits", rule, size, weights), attn
 
     def check_fusion(self, rule: str, scales: Sequence[float]) -> tuple[float, ...]:
         """The scales to run for ``rule``; a clear error when the rule does not fit this model."""
@@ -135,7 +143,7 @@ class Segmenter(nn.Module):
         return scales
 
     def _predict_once(self, images: torch.Tensor, scales: tuple[float, ...], rule: str):
-        return self.fuse_outputs(self.scale_outputs(images, scales), rule)
+        return self.fuse_outputs(self.scale_outputs(images, scales), rule, images.shape[-2:])
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
@@ -153,7 +161,7 @@ class Segmenter(nn.Module):
             flipped, attn_f = self._predict_once(images.flip(-1), scales, rule)
             logits = (logits + flipped.flip(-1)) / 2
             attn = {s: (a + attn_f[s].flip(-1)) / 2 for s, a in attn.items()}
-        return {"logits": resize(logits, size), "attention": {s: resize(a, size) for s, a in attn.items()}}
+        return {"logits": logits, "attention": {s: resize(a, size) for s, a in attn.items()}}
 
 
 def build_model(cfg: ModelConfig) -> Segmenter:
