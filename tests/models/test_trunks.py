@@ -8,13 +8,33 @@ from hmsa.models import trunks
 from hmsa.models.trunks import PretrainedWeightsError, build_trunk
 
 
-@pytest.mark.parametrize("name, stride, channels", [("mobilenetv2", 16, (24, 320)), ("mobilenetv3_large", 16, (24, 960)), ("resnet18", 16, (64, 256)), ("resnet50", 8, (256, 2048)),
+@pytest.mark.parametrize("name, stride, channels", [("mobilenetv2", 16, (24, 320)), ("mobilenetv2", 8, (24, 320)), ("mobilenetv3_large", 16, (24, 960)), ("resnet18", 16, (64, 256)), ("resnet50", 8, (256, 2048)),
                                                     ("resnet50", 16, (256, 2048))])
 def test_trunk_strides_and_channels(name, stride, channels):
     trunk = build_trunk(name, stride).eval()
     feats = trunk(torch.rand(1, 3, 64, 128))
     assert feats["low"].shape[1:] == (channels[0], 16, 32)
     assert feats["high"].shape[1:] == (channels[1], 64 // stride, 128 // stride)
+
+
+def test_mobilenetv2_stride_8_keeps_the_weights_and_the_receptive_field_grows():
+    """Stride 8 changes strides and dilations only: the same weights, the same features at
+    1/8 where stride 16 subsamples them, and every later 3x3 convolution dilated 2 or 4."""
+    torch.manual_seed(0)
+    os16 = build_trunk("mobilenetv2", 16).eval()
+    os8 = build_trunk("mobilenetv2", 8)
+    os8.load_state_dict(os16.state_dict())
+    os8.eval()
+    dilations = [m.dilation[0] for m in os8.body.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    strides = [m.stride[0] for m in os8.body.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    # body = features[4:18]: blocks 4-6 at 1/8, 7-13 (1/16 in MobileNetV2) dilated 2 after
+    # block 7, 14-17 (1/32) dilated 4 after block 14; no stride-2 convolution after 1/8
+    assert strides == [2] + [1] * 13
+    assert dilations == [1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 4, 4, 4]
+    x = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        low16, low8 = os16(x)["low"], os8(x)["low"]
+    assert torch.equal(low16, low8)  # the stem is untouched
 
 
 def test_imagenet_without_internet_is_a_clear_error(monkeypatch):
@@ -77,3 +97,14 @@ def test_a_damaged_offline_weights_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setitem(trunks._OFFLINE, "mobilenetv2", ("fake_weights_pkg", "weights/mobilenet_v2-b0353104.pth"))
     with pytest.raises(PretrainedWeightsError, match="does not have torchvision's hash b0353104"):
         build_trunk("mobilenetv2", 16, "imagenet")
+
+
+def test_output_stride_8_is_accepted_where_the_trunk_has_it():
+    from hmsa.models import ModelConfig, build_model
+
+    model = build_model(ModelConfig(trunk="mobilenetv2", output_stride=8, kind="hmsa")).eval()
+    out = model.predict(torch.rand(1, 3, 64, 96), scales=(0.5, 1.0, 2.0))
+    assert out["logits"].shape == (1, 19, 64, 96)
+    assert model.trunk.output_stride == 8
+    with pytest.raises(ValueError, match="model.output_stride: resnet18 supports 16 only"):
+        ModelConfig(trunk="resnet18", output_stride=8)

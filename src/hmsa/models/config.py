@@ -44,7 +44,7 @@ class ModelConfig(BaseModel):
             raise ValueError(
                 f"model.output_stride: {self.output_stride} does not fit {self.trunk}; HRNet trunks have 4, the others 8 or 16"
             )
-        if self.trunk in ("resnet18", "mobilenetv2", "mobilenetv3_large") and self.output_stride != 16:
+        if self.trunk in ("resnet18", "mobilenetv3_large") and self.output_stride != 16:
             raise ValueError(f"model.output_stride: {self.trunk} supports 16 only")
         if 1.0 not in self.explicit_scales or min(self.explicit_scales) <= 0:
             raise ValueError(f"model.explicit_scales must be positive and contain 1.0, got {self.explicit_scales}")

@@ -131,13 +131,19 @@ def _load_pretrained(classifier: nn.Module, trunk: str, pretrained: str) -> None
         )
 
 
+def _dilate(depthwise: nn.Conv2d, dilation: int) -> None:
+    """Set a 3x3 convolution's dilation, with the padding that keeps its output size."""
+    depthwise.dilation, depthwise.padding = (dilation, dilation), (dilation, dilation)
+
+
 def build_trunk(name: str, output_stride: int = 16, pretrained: str = "none") -> nn.Module:
     """A trunk by name.
 
     - ``resnet18``: ResNet-18 cut after layer3 (stride 16, 256 channels): the CPU default,
       fastest to train from scratch here;
-    - ``mobilenetv2``: MobileNetV2 with its last stage dilated (stride 16, 320 channels):
-      the one trunk whose ImageNet weights install offline (see the module docstring);
+    - ``mobilenetv2``: MobileNetV2 with its last stage dilated (stride 16, 320 channels), or
+      its last two (stride 8, the paper's): the one trunk whose ImageNet weights install
+      offline (see the module docstring);
     - ``mobilenetv3_large``: torchvision's dilated MobileNetV3-Large (stride 16);
     - ``resnet50``: dilated ResNet-50 (stride 8 or 16), the paper's ablation trunk;
     - ``hrnet_w48``, ``hrnet_w18_small``: HRNetV2 (stride 4, see ``hmsa.models.hrnet``),
@@ -150,16 +156,22 @@ def build_trunk(name: str, output_stride: int = 16, pretrained: str = "none") ->
         _load_pretrained(net, name, pretrained)
         return net
     if name == "mobilenetv2":
-        if output_stride != 16:
-            raise ValueError("mobilenetv2: output_stride must be 16")
+        if output_stride not in (8, 16):
+            raise ValueError("mobilenetv2: output_stride must be 8 or 16")
         net = models.mobilenet_v2(weights=None)
         _load_pretrained(net, name, pretrained)
-        # the stage after stride 16 (blocks 14-17): stride 1, and dilation 2 after its first block
-        net.features[14].conv[1][0].stride = (1, 1)
-        for block in net.features[15:18]:
-            depthwise = block.conv[1][0]
-            depthwise.dilation, depthwise.padding = (2, 2), (2, 2)
-        return Trunk(net.features[:4], net.features[4:18], 24, 320, 16)
+        # Each stride-2 block after the output stride keeps its input's dilation but runs at
+        # stride 1; the blocks after it dilate by 2 more. Stride 16: blocks 14-17 (the 1/32
+        # stage); stride 8: also blocks 7-13 (the 1/16 stages), as in DeepLab.
+        stages = [(7, 14), (14, 18)] if output_stride == 8 else [(14, 18)]
+        dilation = 1
+        for first, last in stages:
+            net.features[first].conv[1][0].stride = (1, 1)
+            _dilate(net.features[first].conv[1][0], dilation)
+            dilation *= 2
+            for block in net.features[first + 1:last]:
+                _dilate(block.conv[1][0], dilation)
+        return Trunk(net.features[:4], net.features[4:18], 24, 320, output_stride)
     if name == "mobilenetv3_large":
         if output_stride != 16:
             raise ValueError("mobilenetv3_large: output_stride must be 16")
