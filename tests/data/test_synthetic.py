@@ -169,6 +169,54 @@ def test_coarse_labels_look_like_cityscapes_coarse(scenes):
     assert poles_fine > 0 and poles_coarse < 0.05 * poles_fine
 
 
+def _class_fractions(scene_list, names=("pole", "person", "traffic sign", "car", "road")) -> np.ndarray:
+    fine = np.stack([s.fine for s in scene_list])
+    return np.array([(fine == ID[name]).mean() for name in names])
+
+
+def test_twice_the_resolution_is_the_same_picture():
+    """Sizes scale with the image, minimum sizes included: at 512x1024 every class covers the
+    share of the picture it covers at 256x512 (with floors fixed in pixels, far poles and
+    people would be half as wide)."""
+    def draw(size):
+        return [render_scene(np.random.default_rng(np.random.SeedSequence([5, i])), *size) for i in range(6)]
+
+    small, large = _class_fractions(draw((256, 512))), _class_fractions(draw((512, 1024)))
+    assert np.all(small > 0)
+    np.testing.assert_allclose(large, small, rtol=0.12)
+
+
+def test_zoom_draws_the_central_crop_of_a_view_at_twice_the_size():
+    for i in range(4):
+        seed = np.random.SeedSequence([11, i])
+        zoomed = render_scene(np.random.default_rng(seed), 128, 256, zoom=2.0)
+        whole = render_scene(np.random.default_rng(seed), 256, 512)
+        assert zoomed.image.shape == (128, 256, 3) and zoomed.fine.shape == zoomed.coarse.shape == (128, 256)
+        crop = whole.fine[64:192, 128:384]
+        # the ego vehicle's bonnet is drawn at the bottom of each picture, so it may differ there
+        ego = LABEL_BY_NAME["ego vehicle"].id
+        same = (zoomed.fine == crop) | (zoomed.fine == ego) | (crop == ego)
+        assert same.all(), f"scene {i}: {(~same).sum()} pixels differ"
+
+
+def test_zoom_makes_objects_larger():
+    def pole_runs(zoom):
+        runs = []
+        for i in range(8):
+            scene = render_scene(np.random.default_rng(np.random.SeedSequence([7, i])), 256, 512, zoom)
+            runs += _row_runs(scene.fine == ID["pole"])
+        return np.array(runs)
+
+    default, zoomed = pole_runs(1.0), pole_runs(2.0)
+    assert len(default) and len(zoomed)
+    # each pole is twice as wide, but the central crop keeps the far ones (near the vanishing
+    # point) and loses many near ones, so the typical width grows by less than 2
+    assert 1.3 < np.median(zoomed) / np.median(default) < 2.2
+    # the default camera's 2-3 px poles are gone: its 2 px floor is 4 px through the zoom
+    # (a run may still be cut short where a sign or the image edge meets the pole)
+    assert np.mean(default <= 3) > 0.05 and np.mean(zoomed <= 3) < 0.01
+
+
 def test_clip_polygon_to_the_image():
     clipped = clip_polygon([(-10, 5), (20, 5), (20, 50)], 10, 10)
     assert clipped[:, 0].min() >= 0 and clipped[:, 0].max() <= 10
@@ -220,7 +268,8 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [({"images": {"test": 3}}, "unknown split"), ({"images": {"train": -1}}, ">= 0"),
-     ({"cities": {"train": ["a_b"]}}, "without '_'"), ({"height": 8}, "greater than or equal")],
+     ({"cities": {"train": ["a_b"]}}, "without '_'"), ({"height": 8}, "greater than or equal"),
+     ({"zoom": 0.5}, "greater than or equal")],
 )
 def test_bad_spec_is_a_clear_error(change, message):
     with pytest.raises(ValueError, match=message):

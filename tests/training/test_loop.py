@@ -36,6 +36,22 @@ def test_fit_writes_checkpoints_and_logs_each_epoch(tiny_setup):
     assert result.history[-1]["lr"] == pytest.approx(0.0)
 
 
+def test_keep_last_yields_the_last_epoch_not_the_best(tiny_setup):
+    items, model_cfg, trainer = tiny_setup
+    trainer = trainer.model_copy(update={"epochs": 3, "keep": "last"})
+    result = fit(model_cfg, trainer, *_data(items, trainer))
+    last = checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")["model"]
+    assert result.kept_epoch == 3
+    assert all(torch.equal(result.state_dict[k], v) for k, v in last.items())
+    # the best epoch is still reported; with keep=best its weights are the ones returned
+    best = fit(model_cfg, trainer.model_copy(update={"keep": "best"}), *_data(items, trainer))
+    assert best.kept_epoch == best.best_epoch == result.best_epoch
+    stored = checkpoint.load(f"{trainer.checkpoint_dir}/best.pt")["state_dict"]
+    assert all(torch.equal(best.state_dict[k], v) for k, v in stored.items())
+    if result.best_epoch != 3:
+        assert any(not torch.equal(best.state_dict[k], v) for k, v in last.items())
+
+
 @pytest.mark.parametrize("kind", ["single", "explicit"])
 def test_every_model_kind_trains_and_validates(tiny_setup, kind):
     items, model_cfg, trainer = tiny_setup

@@ -5,12 +5,18 @@ converge to a vanishing point on the horizon, building facades line both sides, 
 cars, buses, trucks, people, poles, signs, traffic lights and trees stand on the ground
 plane, scaled by their distance. The scene is built to make multi-scale inference matter:
 
-- thin structures (poles, traffic signs, far people) are 1-3 px wide: best seen at 2.0x;
+- thin structures (poles, traffic signs, far people) are a few pixels wide: best seen at 2.0x;
 - road and sidewalk share colour and texture, and buses and trucks share the building
   palette and window grids: telling them apart needs context (curb, wheels, position),
   which a 0.5x pass sees and a 1.0x pass of a near bus does not;
 - every object class spans a wide range of sizes (near vs far, often well over 4x);
 - illumination, texture and pixel noise mean a pixel's colour alone does not give its class.
+
+Sizes are relative to the image: the same scene at twice the resolution is the same picture,
+twice as sharp. ``zoom`` is the camera's focal length against the default one: at 2 every
+object is drawn twice as large and the picture is the central quarter of the default view
+(the scene is drawn at twice the size and cropped), so that detail the default camera puts
+below a network's output stride reaches it at scale 1.0.
 
 Coarse labels imitate Cityscapes' coarse annotation: rough polygons inside objects, a void
 band (label id 0) along every boundary, and small objects left unlabelled. The fine ground
@@ -38,7 +44,8 @@ from hmsa.fileio import replace_folder
 log = logging.getLogger(__name__)
 
 #: bump when the drawing code changes, so that existing trees are regenerated
-GENERATOR_VERSION = 3
+#: (4: pixel floors scale with the image width, ``zoom``; at 256x512 and zoom 1 as 3)
+GENERATOR_VERSION = 4
 STAMP_FILE = "synthcity.json"
 
 _ID = {name: LABEL_BY_NAME[name].id for name in (
@@ -56,6 +63,9 @@ class SynthCitySpec(BaseModel):
     seed: int = 0
     height: int = Field(256, ge=32, le=4096)
     width: int = Field(512, ge=32, le=8192)
+    #: focal length against the default camera: objects ``zoom`` times as large, the central
+    #: 1/zoom of the default view (see the module docstring)
+    zoom: float = Field(1.0, ge=1.0, le=8.0)
     images: dict[str, int] = Field(
         default_factory=lambda: {"train": 200, "val": 50, "train_extra": 400}
     )
@@ -151,6 +161,12 @@ class _Street:
     def ground(self, s: float, u: float) -> tuple[float, float]:
         return self.vp_x + s * u * self.width, self.horizon + s * (self.height - self.horizon)
 
+    @property
+    def px(self) -> float:
+        """One pixel of the 512-wide default image at this drawing's size: the unit of the
+        minimum sizes, so that the drawing scales with the resolution."""
+        return self.width / 512
+
     def up(self, s: float, u: float, v: float) -> tuple[float, float]:
         """The point at height v (in image heights at s=1) above ground point (s, u)."""
         x, y = self.ground(s, u)
@@ -229,7 +245,7 @@ def _draw_side(canvas: _Canvas, rng, st: _Street, side: int, road_u: float, exte
 
 def _draw_tree(canvas: _Canvas, rng, st: _Street, s: float, u: float) -> None:
     tall = rng.uniform(0.5, 0.9)
-    trunk_w = max(1.0, s * 0.012 * st.width)
+    trunk_w = max(st.px, s * 0.012 * st.width)
     x, y = st.ground(s, u)
     top = st.up(s, u, tall * 0.6)
     canvas.rect(x - trunk_w / 2, top[1], x + trunk_w / 2, y, "vegetation", (70, 55, 40))
@@ -240,24 +256,24 @@ def _draw_tree(canvas: _Canvas, rng, st: _Street, s: float, u: float) -> None:
 
 
 def _draw_pole(canvas: _Canvas, rng, st: _Street, s: float, u: float) -> None:
-    """A 2-8 px pole, sometimes with a traffic sign or a traffic light on top."""
+    """A pole 2-8 px wide (at 512 px image width), sometimes with a traffic sign or a traffic light on top."""
     tall = rng.uniform(0.55, 1.0)
-    width = float(np.clip(round(s * 8 * st.width / 512), 2, 8))
+    width = float(np.clip(round(s * 8 * st.px), round(2 * st.px), round(8 * st.px)))
     x, y = st.ground(s, u)
     _, top = st.up(s, u, tall)
     canvas.rect(x - width / 2, top, x + width / 2, y, "pole", _jitter(rng, (110, 110, 115), 0.1))
     kind = rng.random()
-    size = max(3.0, s * rng.uniform(0.035, 0.07) * st.height)
+    size = max(3.0 * st.px, s * rng.uniform(0.035, 0.07) * st.height)
     if kind < 0.5:
         rgb = ((200, 30, 30), (30, 70, 170), (230, 200, 40))[rng.integers(3)]
         canvas.rect(x - size / 2, top - size, x + size / 2, top + 1, "traffic sign", _jitter(rng, rgb, 0.1))
     elif kind < 0.7:
-        size = max(4.0, s * rng.uniform(0.06, 0.1) * st.height)
-        w = max(3.0, size * 0.45)
+        size = max(4.0 * st.px, s * rng.uniform(0.06, 0.1) * st.height)
+        w = max(3.0 * st.px, size * 0.45)
         canvas.rect(x - w / 2, top - size * 1.4, x + w / 2, top + 1, "traffic light", (35, 35, 30))
         lamp = ((220, 40, 30), (240, 180, 30), (40, 200, 80))[rng.integers(3)]
         ly = top - size * 1.4 + rng.integers(3) * size * 0.45
-        canvas.rect(x - w / 4, ly, x + w / 4, ly + max(1.0, size * 0.3), None, lamp)
+        canvas.rect(x - w / 4, ly, x + w / 4, ly + max(st.px, size * 0.3), None, lamp)
 
 
 def _draw_person(canvas: _Canvas, rng, st: _Street, s: float, u: float) -> None:
@@ -265,13 +281,13 @@ def _draw_person(canvas: _Canvas, rng, st: _Street, s: float, u: float) -> None:
     x, y = st.ground(s, u)
     _, head_y = st.up(s, u, tall)
     h = y - head_y
-    body_w = max(2.0, s * 0.025 * st.width)
+    body_w = max(2.0 * st.px, s * 0.025 * st.width)
     shirt = _jitter(rng, ((150, 40, 40), (40, 60, 120), (200, 190, 170), (50, 50, 50))[rng.integers(4)], 0.2)
     canvas.rect(x - body_w / 2, head_y + 0.15 * h, x + body_w / 2, y - 0.45 * h, "person", shirt)
-    leg = max(1.0, body_w * 0.4)
+    leg = max(st.px, body_w * 0.4)
     canvas.rect(x - body_w / 2, y - 0.45 * h, x - body_w / 2 + leg, y, "person", (40, 40, 50))
     canvas.rect(x + body_w / 2 - leg, y - 0.45 * h, x + body_w / 2, y, "person", (40, 40, 50))
-    head = max(1.0, body_w * 0.45)
+    head = max(st.px, body_w * 0.45)
     canvas.blob(rng, x, head_y + 0.08 * h, head, 0.08 * h, "person", (200, 160, 130), n=8)
 
 
@@ -297,7 +313,7 @@ def _draw_vehicle(canvas: _Canvas, rng, st: _Street, kind: str, s: float, u: flo
                      (x1 - inset, y - h), (x0 + inset, y - h)], "car", rgb)
         glass = (x0 + inset * 0.9, y - 0.93 * h, x1 - inset * 0.9, body_top - 0.05 * h)
         canvas.rect(*glass, None, _jitter(rng, _WINDOW, 0.1))
-        lamp_w = max(1.0, 0.12 * (x1 - x0))
+        lamp_w = max(st.px, 0.12 * (x1 - x0))
         for lx in (x0 + 0.03 * (x1 - x0), x1 - 0.03 * (x1 - x0) - lamp_w):
             canvas.rect(lx, body_top + 0.1 * h, lx + lamp_w, body_top + 0.2 * h, None, (190, 25, 25))
         return
@@ -319,7 +335,7 @@ def _draw_vehicle(canvas: _Canvas, rng, st: _Street, kind: str, s: float, u: flo
 
         _facade_windows(canvas, rng, corner, int(rng.integers(2, 5)), int(rng.integers(1, 4)),
                         _jitter(rng, rgb, 0.25) * 0.7)
-    lamp_w = max(1.0, 0.08 * (x1 - x0))
+    lamp_w = max(st.px, 0.08 * (x1 - x0))
     for lx in (x0 + 0.04 * (x1 - x0), x1 - 0.04 * (x1 - x0) - lamp_w):
         canvas.rect(lx, y - 0.25 * h, lx + lamp_w, y - 0.2 * h, None, (200, 140, 30))
 
@@ -343,8 +359,11 @@ class Scene:
     coarse: np.ndarray
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
-    """Draw one street scene. Deterministic for a given generator state."""
+def render_scene(rng: np.random.Generator, height: int, width: int, zoom: float = 1.0) -> Scene:
+    """Draw one street scene of ``height`` x ``width`` pixels through a camera of focal length
+    ``zoom`` (1: the default view). Deterministic for a given generator state."""
+    out_h, out_w = height, width
+    height, width = round(out_h * zoom), round(out_w * zoom)  # the whole view, cropped at the end
     st = _Street(height, width, horizon=height * rng.uniform(0.36, 0.48), vp_x=width * rng.uniform(0.35, 0.65))
     canvas = _Canvas(height, width)
     # sky: a vertical gradient with soft clouds, painted through the colour image later
@@ -402,14 +421,20 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
         else:
             _draw_tree(canvas, rng, st, s, u)
 
-    if rng.random() < 0.3:  # the ego vehicle's bonnet, as at the bottom of Cityscapes frames
-        top = height * rng.uniform(0.88, 0.95)
-        canvas.poly([(-1, height), (-1, top + 4), (width * 0.3, top), (width * 0.7, top), (width, top + 4), (width, height)],
+    # the crop of the picture out of the whole view (all of it at zoom 1)
+    left, top = (width - out_w) // 2, (height - out_h) // 2
+    if rng.random() < 0.3:  # the ego vehicle's bonnet, at the bottom of the picture as in Cityscapes frames
+        y = top + out_h * rng.uniform(0.88, 0.95)
+        x0, x1, y1 = left, left + out_w, top + out_h
+        canvas.poly([(x0 - 1, y1), (x0 - 1, y + 4), (x0 + out_w * 0.3, y), (x0 + out_w * 0.7, y), (x1, y + 4), (x1, y1)],
                     "ego vehicle", (25, 25, 28))
 
-    image = _finish_image(rng, canvas.color)
-    fine = np.asarray(canvas.label, dtype=np.uint8).copy()
-    coarse = coarse_from_fine(rng, fine, canvas.shapes)
+    box = (left, top, left + out_w, top + out_h)
+    image = _finish_image(rng, canvas.color.crop(box))
+    fine = np.asarray(canvas.label.crop(box), dtype=np.uint8).copy()
+    shapes = canvas.shapes if box == (0, 0, width, height) else [
+        _Shape(sh.label_id, [(x - left, y - top) for x, y in sh.polygon]) for sh in canvas.shapes]
+    coarse = coarse_from_fine(rng, fine, shapes)
     return Scene(image, fine, coarse)
 
 
@@ -516,7 +541,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 def _write_one(args: tuple[Path, SynthCitySpec, str, int, int, str, int]) -> None:
     root, spec, split, split_index, index, city, seq = args
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, split_index, index]))
-    scene = render_scene(rng, spec.height, spec.width)
+    scene = render_scene(rng, spec.height, spec.width, spec.zoom)
     stem = cityscapes.image_id(city, seq, 19)
     _save_png(scene.image, root / cityscapes.image_relpath(split, city, stem))
     kind = spec.label_kind(split)

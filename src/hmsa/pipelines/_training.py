@@ -104,7 +104,7 @@ class _Prefixed:
 
 
 def train_model(params: dict, role: str, data: run.TrainData) -> tuple[dict, pd.DataFrame, dict]:
-    """Train; return the best model bundle, the training curve and the summary metrics."""
+    """Train; return the kept model bundle (``trainer.keep``), the training curve and the summary metrics."""
     return train_role(role_config(params, role), role, data)
 
 
@@ -114,13 +114,14 @@ def train_role(cfg: RoleConfig, role: str, data: run.TrainData) -> tuple[dict, p
     result = run.train(cfg.model, cfg.trainer, data, _Prefixed(logger, role) if logger else None)
     curve = pd.DataFrame(result.history)
     bundle = {"model_config": result.model_config, "state_dict": result.state_dict,
-              "best_miou": result.best_miou, "best_epoch": result.best_epoch}
+              "best_miou": result.best_miou, "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch}
     metrics = {
-        "best_val_miou": round(result.best_miou, 6), "best_epoch": result.best_epoch,
+        "best_val_miou": round(result.best_miou, 6), "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch,
         "epochs": len(result.history), "train_seconds": round(float(curve["seconds"].sum()), 1),
         "images_per_s": round(float(curve["images_per_s"].mean()), 2),
     }
-    log.info("%s: best val mIoU %.4f at epoch %d, %.0f s", role, result.best_miou, result.best_epoch, metrics["train_seconds"])
+    log.info("%s: best val mIoU %.4f at epoch %d, weights of epoch %d kept (trainer.keep: %s), %.0f s", role,
+             result.best_miou, result.best_epoch, result.kept_epoch, cfg.trainer.keep, metrics["train_seconds"])
     return bundle, curve, metrics
 
 

@@ -45,6 +45,9 @@ class TrainerConfig(BaseModel):
     checkpoint_dir: str = "data/06_models/checkpoints/model"
     #: continue from checkpoint_dir/last.pt when it matches this configuration
     resume: bool = True
+    #: the weights a run yields: best (the epoch with the best val mIoU) or last (the last
+    #: epoch: no model selection on val, for comparisons measured on val)
+    keep: Literal["best", "last"] = "best"
     progress_bar: bool = True
 
     @field_validator("channels_last", mode="before")

@@ -32,7 +32,7 @@ from hmsa.training.config import TrainerConfig
 log = logging.getLogger(__name__)
 
 #: trainer fields that do not change what is learned: a checkpoint stays resumable across them
-_NON_SEMANTIC = {"num_workers", "progress_bar", "resume", "val_batch_size", "checkpoint_dir", "device", "devices"}
+_NON_SEMANTIC = {"num_workers", "progress_bar", "resume", "val_batch_size", "checkpoint_dir", "device", "devices", "keep"}
 
 
 class TrainingDivergedError(RuntimeError):
@@ -41,13 +41,28 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """The best weights by val mIoU, with the configuration and per-epoch history."""
+    """The kept weights (``trainer.keep``: best by val mIoU, or last) with the configuration,
+    the best epoch and its val mIoU, and the per-epoch history."""
 
     model_config: dict
     state_dict: dict
     best_miou: float
     best_epoch: int
     history: list[dict] = field(default_factory=list)
+    #: the epoch whose weights ``state_dict`` holds
+    kept_epoch: int = -1
+
+
+def kept_result(cfg: TrainerConfig, history: list[dict]) -> TrainResult:
+    """The weights ``cfg.keep`` asks for, read from ``cfg.checkpoint_dir`` (best.pt or last.pt)."""
+    ckpt_dir = Path(cfg.checkpoint_dir)
+    best = checkpoint.load(ckpt_dir / "best.pt")
+    if cfg.keep == "best":
+        return TrainResult(best["model_config"], best["state_dict"], best["best_miou"], best["best_epoch"], history,
+                           best["best_epoch"])
+    last = checkpoint.load(ckpt_dir / "last.pt")
+    return TrainResult(best["model_config"], last["model"], best["best_miou"], best["best_epoch"], history,
+                       last["epoch"] + 1)
 
 
 def fingerprint(model_cfg: ModelConfig, cfg: TrainerConfig, data_key: str = "") -> str:
@@ -128,7 +143,8 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
         rank: int = 0, world: int = 1, local_rank: int = 0, data_key: str = "") -> TrainResult:
     """Train ``model_cfg`` on ``train_set``; validate on ``val_set`` after each epoch.
 
-    Writes ``last.pt`` and ``best.pt`` into ``cfg.checkpoint_dir`` (rank 0) and resumes
+    Writes ``last.pt`` and ``best.pt`` into ``cfg.checkpoint_dir`` (rank 0), returns the
+    weights ``cfg.keep`` names (see :func:`kept_result`), and resumes
     from ``last.pt`` when it was made by the same setup (see :func:`fingerprint`; ``data_key``
     identifies the training data). A resumed run logs the earlier epochs again, so that the
     new MLflow run holds the whole curve; ``log_fn.resumed(run_id)``, when the logger has it,
@@ -264,5 +280,4 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
             dist.barrier()
     if world > 1:
         dist.barrier()
-    best = checkpoint.load(best_path)
-    return TrainResult(best["model_config"], best["state_dict"], best["best_miou"], best["best_epoch"], history)
+    return kept_result(cfg, history)

@@ -14,7 +14,7 @@ from hmsa.models import ModelConfig
 from hmsa.training import checkpoint, distributed
 from hmsa.training.config import TrainerConfig
 from hmsa.training.data import EvalDataset, Item, TrainDataset
-from hmsa.training.loop import TrainResult, fit, pick_device
+from hmsa.training.loop import TrainResult, fit, kept_result, pick_device
 
 
 @dataclass
@@ -61,8 +61,6 @@ def train(model_cfg: ModelConfig, cfg: TrainerConfig, data: TrainData, log_fn: C
         return _fit(rank, world, model_cfg, cfg, data, log_fn, local_rank)
     if cfg.devices > 1:
         distributed.spawn(_spawned, cfg.devices, use_cuda, model_cfg, cfg, data, log_fn)
-        ckpt = Path(cfg.checkpoint_dir)
-        best, last = checkpoint.load(ckpt / "best.pt"), checkpoint.load(ckpt / "last.pt")
-        return TrainResult(best["model_config"], best["state_dict"], best["best_miou"], best["best_epoch"],
-                           json.loads(last["history"]))
+        last = checkpoint.load(Path(cfg.checkpoint_dir) / "last.pt")
+        return kept_result(cfg, json.loads(last["history"]))
     return _fit(0, 1, model_cfg, cfg, data, log_fn)
