@@ -42,7 +42,11 @@ def test_one_gpu_keeps_plain_batchnorm_and_the_cpu_changes_nothing(cudnn_benchma
 
 
 def test_mixed_precision_is_picked_from_the_device(monkeypatch):
-    assert _precision(TrainerConfig(precision="fp16"), torch.device("cpu")) is None  # CPU: fp32 always
+    cpu = torch.device("cpu")
+    assert _precision(TrainerConfig(precision="auto"), cpu) is None  # CPU: fp32 unless bf16 is asked for
+    assert _precision(TrainerConfig(precision="bf16"), cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="trainer.precision fp16 needs a CUDA device"):
+        _precision(TrainerConfig(precision="fp16"), cpu)
     assert _precision(TrainerConfig(precision="fp32"), CUDA) is None
     assert _precision(TrainerConfig(precision="fp16"), CUDA) is torch.float16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

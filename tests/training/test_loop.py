@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 
 import pytest
@@ -59,6 +60,33 @@ def test_every_model_kind_trains_and_validates(tiny_setup, kind):
     result = fit(model_cfg, trainer.model_copy(update={"epochs": 1}), *_data(items, trainer))
     assert 0.0 <= result.history[0]["val_miou"] <= 1.0  # explicit attention validates on its own scales
     assert result.model_config["kind"] == kind
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_bf16_on_the_cpu_runs_the_forward_in_bf16_and_keeps_fp32_weights(tiny_setup, monkeypatch, precision, dtype):
+    from hmsa.training import loop
+
+    seen, build = set(), loop.build_model
+
+    def build_and_watch(cfg):
+        model = build(cfg)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda mod, args, out: seen.add((torch.is_grad_enabled(), out.dtype)))
+        return model
+
+    monkeypatch.setattr(loop, "build_model", build_and_watch)
+    items, model_cfg, trainer = tiny_setup
+    result = fit(model_cfg, trainer.model_copy(update={"epochs": 1, "precision": precision}), *_data(items, trainer))
+    assert (True, dtype) in seen  # training steps (grad on) ran the convolutions in `dtype`
+    assert all(v.dtype == torch.float32 for v in result.state_dict.values() if v.is_floating_point())
+    assert 0.0 <= result.history[0]["val_miou"] <= 1.0
+
+
+def test_fp16_on_the_cpu_is_refused_before_anything_is_written(tiny_setup):
+    items, model_cfg, trainer = tiny_setup
+    with pytest.raises(ValueError, match="on the CPU set trainer.precision"):
+        fit(model_cfg, trainer.model_copy(update={"precision": "fp16"}), *_data(items, trainer))
+    assert not any(Path(trainer.checkpoint_dir).glob("*.pt"))
 
 
 class Crash(Exception):
