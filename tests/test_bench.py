@@ -25,6 +25,9 @@ def test_training_bench_measures_memory_ratios(tmp_path, monkeypatch):
     assert figures["train_memory_ratio_explicit_over_hmsa"]["value"] > 1.5
     assert 1.0 < figures["train_memory_ratio_hmsa_over_single"]["value"] < 2.0
     assert figures["train_images_per_s"]["value"] > 0
+    for kind in ("hmsa", "explicit"):  # conf/claims' memory format against contiguous, side by side
+        ratio = figures[f"train_time_ratio_channels_last_over_contiguous_{kind}"]
+        assert ratio["value"] > 0 and "bf16 autocast" in ratio["conditions"]
 
 
 def test_autolabel_bench_reports_throughput_and_io_share(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import yaml
 from hmsa.models import ModelConfig, build_model
 from hmsa.models.loss import SegmentationLoss
 from hmsa.training.config import RoleConfig
+from hmsa.training.loop import cpu_has_native_bf16
 
 DEFAULT_PARAMS = Path("conf/base/parameters_teacher_training.yml")
 
@@ -40,16 +41,22 @@ def saved_activation_bytes(model: torch.nn.Module, images: torch.Tensor, target:
     return sum(storages.values())
 
 
-def _images_per_s(model_cfg: ModelConfig, batch: int, crop: tuple[int, int], steps: int) -> float:
+def _images_per_s(model_cfg: ModelConfig, batch: int, crop: tuple[int, int], steps: int,
+                  bf16: bool = False, channels_last: bool = False) -> float:
+    """Training images per second of the model alone (no data loading), CPU, fp32 or bf16 autocast."""
     torch.manual_seed(0)
     model = build_model(model_cfg).train()
     criterion = SegmentationLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.rand(batch, 3, *crop)
     target = torch.randint(0, model_cfg.num_classes, (batch, *crop))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
 
     def step():
-        loss = criterion(model(images), target)["total"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = criterion(model(images), target)["total"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -59,6 +66,33 @@ def _images_per_s(model_cfg: ModelConfig, batch: int, crop: tuple[int, int], ste
     for _ in range(steps):
         step()
     return steps * batch / (time.perf_counter() - start)
+
+
+def _claims_precision(quick: bool) -> dict[str, dict]:
+    """Training step time of conf/claims' memory format (channels-last) and of bf16 autocast
+    over fp32 contiguous, side by side on a MobileNetV2 model."""
+    role = RoleConfig.model_validate(yaml.safe_load(DEFAULT_PARAMS.with_name("parameters_student_training.yml")
+                                                    .read_text())["student"])
+    model = role.model.model_copy(update={"trunk": "mobilenetv2", "pretrained": "none"})
+    crop, batch, steps = ((64, 64), 2, 1) if quick else ((256, 256), 4, 4)
+    out = {}
+    for kind in ("hmsa", "explicit"):
+        cfg = model.model_copy(update={"kind": kind})
+        # the three settings alternated, best of two each: the machine is shared and noisy
+        speed: dict[str, list[float]] = {"fp32": [], "channels_last": [], "bf16": []}
+        for _ in range(2):
+            speed["fp32"].append(_images_per_s(cfg, batch, crop, steps))
+            speed["channels_last"].append(_images_per_s(cfg, batch, crop, steps, channels_last=True))
+            speed["bf16"].append(_images_per_s(cfg, batch, crop, steps, bf16=True, channels_last=True))
+        best = {k: max(v) for k, v in speed.items()}
+        out[f"train_time_ratio_channels_last_over_contiguous_{kind}"] = {
+            "value": round(best["fp32"] / best["channels_last"], 2), "unit": "x",
+            "conditions": f"training step, channels-last (conf/claims) over contiguous memory, both fp32, {kind}, "
+                          f"mobilenetv2, crop {crop}, batch {batch}, model only, best of 2 alternated runs; goal < 1. "
+                          f"bf16 autocast + channels-last over fp32 contiguous: {best['fp32'] / best['bf16']:.2f}x "
+                          f"(CPU native bf16: {cpu_has_native_bf16()})",
+        }
+    return out
 
 
 def run(workers: int, quick: bool = False) -> dict[str, dict]:
@@ -82,6 +116,7 @@ def run(workers: int, quick: bool = False) -> dict[str, dict]:
         "conditions": "time per training image, explicit (0.5,1,2) over HMSA (0.5,1), same run and settings as "
                       "train_images_per_s",
     }
+    results.update(_claims_precision(quick))
     memory = {}
     for kind in ("single", "hmsa", "explicit"):
         torch.manual_seed(0)
