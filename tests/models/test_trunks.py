@@ -108,3 +108,35 @@ def test_output_stride_8_is_accepted_where_the_trunk_has_it():
     assert model.trunk.output_stride == 8
     with pytest.raises(ValueError, match="model.output_stride: resnet18 supports 16 only"):
         ModelConfig(trunk="resnet18", output_stride=8)
+
+
+def _dilated_depthwise(trunk):
+    return [m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1
+            and m.dilation != (1, 1)]
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "mobilenetv3_large"])
+def test_dilated_depthwise_weight_gradient_is_right_in_cpu_bf16_channels_last(name):
+    """PyTorch's CPU bf16 kernel for a dilated depthwise convolution in channels-last memory
+    returned weight gradients near 1e33 on 32x32 maps (torch 2.14): the trunks' layers of that
+    kind must give the fp64 gradient to bf16 precision, as the model's other layers do."""
+    torch.manual_seed(0)
+    layers = _dilated_depthwise(build_trunk(name, 16))
+    assert layers and all(isinstance(m, trunks.DilatedDepthwiseConv2d) for m in layers)
+    conv = layers[-1]
+    channels = conv.in_channels
+    x = torch.relu(torch.randn(2, channels, 32, 32))
+    grad_out = torch.randn(2, channels, 32, 32)
+    w64 = conv.weight.detach().double().requires_grad_()
+    expected = torch.autograd.grad(torch.nn.functional.conv2d(x.double(), w64, None, conv.stride, conv.padding,
+                                                              conv.dilation, conv.groups), w64, grad_out.double())[0]
+    conv = conv.to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x.contiguous(memory_format=torch.channels_last))
+    (got,) = torch.autograd.grad(out, conv.weight, grad_out.contiguous(memory_format=torch.channels_last).bfloat16())
+    error = float((got.double() - expected).abs().max() / expected.abs().max())
+    assert error < 0.05, f"relative error of the weight gradient: {error:.3g}"
+    # inference and fp32 take nn.Conv2d's own path, and give its result
+    with torch.no_grad():
+        plain = torch.nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        assert torch.allclose(conv(x), plain, atol=1e-5)

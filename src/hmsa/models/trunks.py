@@ -15,6 +15,7 @@ import importlib.util
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
@@ -136,6 +137,46 @@ def _dilate(depthwise: nn.Conv2d, dilation: int) -> None:
     depthwise.dilation, depthwise.padding = (dilation, dilation), (dilation, dilation)
 
 
+def _cpu_bf16(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and (x.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16))
+
+
+class DilatedDepthwiseConv2d(nn.Conv2d):
+    """A depthwise convolution with dilation > 1 whose weight gradient is right in CPU bf16.
+
+    PyTorch's CPU (oneDNN) kernel for a dilated depthwise convolution in bf16 with
+    channels-last input returns a wrong weight gradient once the feature map is 32x32 or
+    larger (values near 1e33; the output and the input gradient are right): measured with
+    torch 2.14, and what made explicit attention's 2.0 pass diverge under
+    ``trainer.precision: bf16`` with ``channels_last``. So in CPU bf16 training this
+    layer runs in contiguous memory (input and weight: the kernel's layout follows
+    theirs, not the gradient's), where the kernel is right; everything else is
+    ``nn.Conv2d``'s (same parameters, same state_dict keys).
+    """
+
+    def _contiguous_weight(self) -> torch.Tensor:
+        # not weight.contiguous(): a channels-last (C, 1, 3, 3) weight already counts as
+        # contiguous, but its strides still steer the kernel to channels-last
+        return self.weight.clone(memory_format=torch.contiguous_format)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and _cpu_bf16(x):
+            return F.conv2d(x.contiguous(), self._contiguous_weight(), self.bias, self.stride, self.padding,
+                            self.dilation, self.groups)
+        return super().forward(x)
+
+
+def _guard_dilated_depthwise(net: nn.Module) -> nn.Module:
+    """Every dilated depthwise ``nn.Conv2d`` of ``net`` becomes a :class:`DilatedDepthwiseConv2d`
+    (in place: the same parameter objects, so loaded weights stay)."""
+    for module in net.modules():
+        if (type(module) is nn.Conv2d and module.groups > 1 and module.groups == module.in_channels
+                and module.dilation != (1, 1) and module.padding_mode == "zeros"):
+            module.__class__ = DilatedDepthwiseConv2d
+    return net
+
+
 def build_trunk(name: str, output_stride: int = 16, pretrained: str = "none") -> nn.Module:
     """A trunk by name.
 
@@ -171,13 +212,13 @@ def build_trunk(name: str, output_stride: int = 16, pretrained: str = "none") ->
             dilation *= 2
             for block in net.features[first + 1:last]:
                 _dilate(block.conv[1][0], dilation)
-        return Trunk(net.features[:4], net.features[4:18], 24, 320, output_stride)
+        return _guard_dilated_depthwise(Trunk(net.features[:4], net.features[4:18], 24, 320, output_stride))
     if name == "mobilenetv3_large":
         if output_stride != 16:
             raise ValueError("mobilenetv3_large: output_stride must be 16")
         net = models.mobilenet_v3_large(weights=None, dilated=True)
         _load_pretrained(net, name, pretrained)
-        return Trunk(net.features[:4], net.features[4:], 24, 960, 16)
+        return _guard_dilated_depthwise(Trunk(net.features[:4], net.features[4:], 24, 960, 16))
     if name == "resnet18":
         if output_stride != 16:
             raise ValueError("resnet18: output_stride must be 16")
