@@ -91,3 +91,36 @@ def test_claims_runner_over_two_seeds(tmp_path):
     stale = subprocess.run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4", "--report-only"], cwd=project,
                            capture_output=True, text=True)
     assert stale.returncode == 1 and "left out seeds [3, 4]" in stale.stderr
+    # ... and running it again retrains the students, not the teacher: its own setup is unchanged
+    teacher_file = project / "data/claims/06_models/teacher.pt"
+    teacher_bytes = teacher_file.read_bytes()
+    rerun = run([sys.executable, "-m", "hmsa.claims", "--seeds", "3"], project, timeout=1200)
+    assert "seed 3: its table came from another setup" in rerun.stdout
+    assert "the teacher and its auto-labels are kept" in rerun.stdout
+    assert "--pipelines student_training,evaluation" in rerun.stdout
+    assert not json.loads((out / "timings.json").read_text())["3"]["whole_chain"]
+    assert teacher_file.read_bytes() == teacher_bytes
+
+
+def test_teacher_fingerprint_follows_only_what_the_teacher_reads(tmp_path, monkeypatch):
+    import yaml
+
+    from tests.helpers import copy_project
+
+    project = copy_project(tmp_path)
+    monkeypatch.chdir(project)
+
+    def change(name: str, section: str, values: dict) -> tuple[str, str]:
+        path = project / "conf" / "claims" / name
+        params = yaml.safe_load(path.read_text())
+        params[section] = {**params[section], **values}
+        path.write_text(yaml.safe_dump(params))
+        return claims.fingerprint("claims"), claims.fingerprint("claims", claims.TEACHER_SECTIONS)
+
+    before = claims.fingerprint("claims"), claims.fingerprint("claims", claims.TEACHER_SECTIONS)
+    after_eval = change("parameters_evaluation.yml", "evaluation", {"flip": [True]})
+    assert after_eval[0] != before[0] and after_eval[1] == before[1]
+    after_student = change("parameters_student_training.yml", "student", {"variants": ["single"]})
+    assert after_student[0] != after_eval[0] and after_student[1] == before[1]
+    after_teacher = change("parameters_teacher_training.yml", "teacher", {"registered_model_name": "other"})
+    assert after_teacher[0] != after_student[0] and after_teacher[1] != before[1]

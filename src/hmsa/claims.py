@@ -6,9 +6,11 @@ whole chain while there is no teacher yet, then per seed student training and ev
 students checkpoint into their own folder, so a killed seed resumes where it stopped, and a
 seed whose evaluation table is kept is not run again (``--rerun`` to force it). Every table
 is stamped with a fingerprint of the environment's parameters, the SynthCity generator and
-the package's source: a table, or a teacher, made with another setup is made again, so that
-the seeds of one report always come from one setup. The claims are reported as mean +- std
-over seeds:
+the package's source (all but this runner and the benchmarks, which train nothing): a table
+made with another setup is made again, so that the seeds of one report always come from one
+setup. The teacher and its auto-labels carry their own fingerprint, over the parameters they
+read (``data``, ``teacher``, ``auto_labeling``), the generator and the source: a change to
+the students or the evaluation alone reuses them. The claims are reported as mean +- std over seeds:
 
 1. HMSA on [0.5, 1, 2] against the single-scale-trained baseline at 1.0 and with average
    fusion on the same scales (goal: >= 2 and >= 1 point, gap > 2 std);
@@ -128,19 +130,30 @@ def memory_ratio(env: str) -> float:
     return sizes["explicit"] / sizes["hmsa"]
 
 
-def fingerprint(env: str) -> str:
-    """What the claims depend on: the environment's merged parameters, the SynthCity
-    generator version and the source of the ``hmsa`` package (16 hex digits)."""
+#: the parameters the shared teacher and its auto-labels depend on (ingestion, teacher, auto-labelling)
+TEACHER_SECTIONS = ("data", "teacher", "auto_labeling")
+
+
+def fingerprint(env: str, sections: tuple[str, ...] | None = None) -> str:
+    """What the claims depend on (16 hex digits): the environment's merged parameters (only
+    ``sections`` of them when given), the SynthCity generator version and the source of the
+    ``hmsa`` package except this runner and the benchmarks (``hmsa.bench``), which ``kedro
+    run`` never executes."""
     from kedro.config import OmegaConfigLoader
 
     from hmsa.data.synthetic import GENERATOR_VERSION
     from hmsa.settings import CONFIG_LOADER_ARGS
 
     loader = OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": env})
-    digest = hashlib.sha256(json.dumps(loader["parameters"], sort_keys=True, default=str).encode())
+    params = loader["parameters"]
+    if sections is not None:
+        params = {name: params.get(name) for name in sections}
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     digest.update(f"generator {GENERATOR_VERSION}".encode())
     package = Path(__file__).resolve().parent
     for path in sorted(package.rglob("*.py")):
+        if path == Path(__file__).resolve() or path.relative_to(package).parts[0] == "bench":
+            continue
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -169,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     results = args.data_dir / "08_reporting" / "evaluation_results.csv"
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
     setup = fingerprint(args.env)
+    teacher_setup = fingerprint(args.env, TEACHER_SECTIONS)
     if not args.report_only:
         for seed in args.seeds:
             kept = timings.get(str(seed), {}).get("fingerprint") == setup
@@ -180,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                       "running it again", flush=True)
             start = time.perf_counter()
             whole = (not (args.data_dir / "06_models" / "teacher.pt").is_file()
-                     or timings.get("teacher", {}).get("fingerprint") != setup)
+                     or timings.get("teacher", {}).get("fingerprint") != teacher_setup)
+            if not whole:
+                print(f"seed {seed}: the teacher and its auto-labels are kept (their setup is unchanged)", flush=True)
             params = (f"student.trainer.seed={seed},"
                       f"student.trainer.checkpoint_dir={args.data_dir}/06_models/checkpoints/seed_{seed}/student")
             pipelines = [] if whole else ["--pipelines", "student_training,evaluation"]
@@ -190,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": whole,
                                   "fingerprint": setup}
             if whole:
-                timings["teacher"] = {"fingerprint": setup}
+                timings["teacher"] = {"fingerprint": teacher_setup}
             with atomic_path(out / "timings.json") as tmp:
                 tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     current = [seed for seed in args.seeds
