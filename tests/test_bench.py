@@ -28,6 +28,30 @@ def test_training_bench_measures_memory_ratios(tmp_path, monkeypatch):
     for kind in ("hmsa", "explicit"):  # conf/claims' memory format against contiguous, side by side
         ratio = figures[f"train_time_ratio_channels_last_over_contiguous_{kind}"]
         assert ratio["value"] > 0 and "bf16 autocast" in ratio["conditions"]
+        # the loss at the label size: a part of the step, and what its checkpoint costs
+        assert 0 < figures[f"train_loss_share_{kind}_crop64"]["value"] < 1
+        assert figures[f"train_time_ratio_loss_checkpoint_{kind}_crop64"]["value"] > 0
+
+
+def test_loss_bench_compares_the_same_loss_with_and_without_its_checkpoint():
+    import torch
+
+    from hmsa.bench.training import _leaves, _PlainLoss
+    from hmsa.models import ModelConfig, build_model
+    from hmsa.models.loss import SegmentationLoss
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="explicit", trunk="resnet18", output_stride=16, num_classes=5, aspp_channels=8,
+                                    low_level_channels=8, decoder_channels=8, aux_channels=8, attn_channels=8)).train()
+    images, target = torch.rand(2, 3, 32, 32), torch.randint(0, 5, (2, 32, 32))
+    outputs = model(images)
+    first, second = _leaves(outputs), _leaves(outputs)
+    checkpointed, plain = SegmentationLoss()(first, target)["total"], _PlainLoss()(second, target)["total"]
+    assert torch.allclose(checkpointed, plain)
+    checkpointed.backward()
+    plain.backward()
+    grads = [(a.logits.grad, b.logits.grad) for a, b in zip(first["joint"].outputs, second["joint"].outputs)]
+    assert grads and all(a is not None and torch.allclose(a, b, atol=1e-6) for a, b in grads)
 
 
 def test_autolabel_bench_reports_throughput_and_io_share(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from hmsa.models import ModelConfig, build_model
+from hmsa.models.fusion import Fused, ScaleOutput
 from hmsa.models.loss import SegmentationLoss
 from hmsa.training.config import RoleConfig
 from hmsa.training.loop import cpu_has_native_bf16
@@ -95,6 +96,88 @@ def _claims_precision(quick: bool) -> dict[str, dict]:
     return out
 
 
+class _PlainLoss(SegmentationLoss):
+    """The same loss without its activation checkpoint: the crop-size tensors are kept."""
+
+    def _ce(self, logits, target):
+        return self._term(logits.logits() if isinstance(logits, Fused) else logits, target)
+
+
+def _leaves(x):
+    """The model's outputs as fresh leaves that require grad: the loss alone, without the model."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().requires_grad_()
+    if isinstance(x, Fused):
+        outs = [ScaleOutput(o.scale, _leaves(o.logits), None if o.attn is None else _leaves(o.attn)) for o in x.outputs]
+        return Fused(x.rule, outs, x.size, None if x.weights is None else _leaves(x.weights))
+    if isinstance(x, dict):
+        return {k: _leaves(v) for k, v in x.items()}
+    return x
+
+
+def _loss_cost(quick: bool) -> dict[str, dict]:
+    """What the loss at the label size costs in a training step of conf/claims' students
+    (MobileNetV2, channels-last, fp32): its share of the step (forward and backward of the loss
+    alone, on the model's outputs), and the step with the checkpointed loss over the step with
+    the same loss not checkpointed (the recomputation's price for its memory)."""
+    role = RoleConfig.model_validate(yaml.safe_load(DEFAULT_PARAMS.with_name("parameters_student_training.yml")
+                                                    .read_text())["student"])
+    model_cfg = role.model.model_copy(update={"trunk": "mobilenetv2", "pretrained": "none"})
+    settings = [((64, 64), 2)] if quick else [((256, 256), 4), ((512, 512), 1)]
+    repeats, steps = (1, 1) if quick else (3, 3)
+    out = {}
+    for kind in ("hmsa", "explicit"):
+        torch.manual_seed(0)
+        model = build_model(model_cfg.model_copy(update={"kind": kind})).train().to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        for crop, batch in settings:
+            images = torch.rand(batch, 3, *crop).contiguous(memory_format=torch.channels_last)
+            target = torch.randint(0, model_cfg.num_classes, (batch, *crop))
+
+            def step(criterion):
+                loss = criterion(model(images), target)["total"]
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+            def loss_only():
+                with torch.no_grad():
+                    outputs = model(images)
+                leaves = _leaves(outputs)
+                start = time.perf_counter()
+                SegmentationLoss()(leaves, target)["total"].backward()
+                return time.perf_counter() - start
+
+            def timed(fn):
+                fn()  # warm-up
+                start = time.perf_counter()
+                for _ in range(steps):
+                    fn()
+                return (time.perf_counter() - start) / steps
+
+            # alternated, best of ``repeats`` each: the machine is shared and noisy
+            times: dict[str, list[float]] = {"checkpointed": [], "plain": [], "loss": []}
+            for _ in range(repeats):
+                times["checkpointed"].append(timed(lambda: step(SegmentationLoss())))
+                times["plain"].append(timed(lambda: step(_PlainLoss())))
+                times["loss"].append(min(loss_only() for _ in range(steps)))
+            best = {k: min(v) for k, v in times.items()}
+            name = f"{kind}_crop{crop[0]}"
+            out[f"train_loss_share_{name}"] = {
+                "value": round(best["loss"] / best["checkpointed"], 3), "unit": "share",
+                "conditions": f"the loss alone (forward + backward, on the model's outputs: fusion, upsampling to the "
+                              f"label size, cross-entropy) over a whole training step; {kind}, mobilenetv2, "
+                              f"channels-last fp32, crop {crop}, batch {batch}; step {best['checkpointed']:.3f} s, "
+                              f"loss {best['loss']:.3f} s",
+            }
+            out[f"train_time_ratio_loss_checkpoint_{name}"] = {
+                "value": round(best["checkpointed"] / best["plain"], 2), "unit": "x",
+                "conditions": f"training step with the loss inside an activation checkpoint (the project's) over the "
+                              f"same loss without it; {kind}, crop {crop}, batch {batch}, best of {repeats} alternated",
+            }
+    return out
+
+
 def run(workers: int, quick: bool = False) -> dict[str, dict]:
     """train_images_per_s and the two memory ratios, measured side by side."""
     role = default_role()
@@ -117,6 +200,7 @@ def run(workers: int, quick: bool = False) -> dict[str, dict]:
                       "train_images_per_s",
     }
     results.update(_claims_precision(quick))
+    results.update(_loss_cost(quick))
     memory = {}
     for kind in ("single", "hmsa", "explicit"):
         torch.manual_seed(0)
