@@ -69,12 +69,17 @@ def _images_per_s(model_cfg: ModelConfig, batch: int, crop: tuple[int, int], ste
     return steps * batch / (time.perf_counter() - start)
 
 
+def _claims_student_model() -> ModelConfig:
+    """The default student's model on conf/claims' trunk (MobileNetV2), without pretrained weights."""
+    role = RoleConfig.model_validate(yaml.safe_load(DEFAULT_PARAMS.with_name("parameters_student_training.yml")
+                                                    .read_text())["student"])
+    return role.model.model_copy(update={"trunk": "mobilenetv2", "pretrained": "none"})
+
+
 def _claims_precision(quick: bool) -> dict[str, dict]:
     """Training step time of conf/claims' memory format (channels-last) and of bf16 autocast
     over fp32 contiguous, side by side on a MobileNetV2 model."""
-    role = RoleConfig.model_validate(yaml.safe_load(DEFAULT_PARAMS.with_name("parameters_student_training.yml")
-                                                    .read_text())["student"])
-    model = role.model.model_copy(update={"trunk": "mobilenetv2", "pretrained": "none"})
+    model = _claims_student_model()
     crop, batch, steps = ((64, 64), 2, 1) if quick else ((256, 256), 4, 4)
     out = {}
     for kind in ("hmsa", "explicit"):
@@ -120,9 +125,7 @@ def _loss_cost(quick: bool) -> dict[str, dict]:
     (MobileNetV2, channels-last, fp32): its share of the step (forward and backward of the loss
     alone, on the model's outputs), and the step with the checkpointed loss over the step with
     the same loss not checkpointed (the recomputation's price for its memory)."""
-    role = RoleConfig.model_validate(yaml.safe_load(DEFAULT_PARAMS.with_name("parameters_student_training.yml")
-                                                    .read_text())["student"])
-    model_cfg = role.model.model_copy(update={"trunk": "mobilenetv2", "pretrained": "none"})
+    model_cfg = _claims_student_model()
     settings = [((64, 64), 2)] if quick else [((256, 256), 4), ((512, 512), 1)]
     repeats, steps = (1, 1) if quick else (3, 3)
     out = {}
@@ -163,13 +166,11 @@ def _loss_cost(quick: bool) -> dict[str, dict]:
                 times["loss"].append(min(loss_only() for _ in range(steps)))
             best = {k: min(v) for k, v in times.items()}
             name = f"{kind}_crop{crop[0]}"
-            out[f"train_loss_share_{name}"] = {
-                "value": round(best["loss"] / best["checkpointed"], 3), "unit": "share",
-                "conditions": f"the loss alone (forward + backward, on the model's outputs: fusion, upsampling to the "
-                              f"label size, cross-entropy) over a whole training step; {kind}, mobilenetv2, "
-                              f"channels-last fp32, crop {crop}, batch {batch}; step {best['checkpointed']:.3f} s, "
-                              f"loss {best['loss']:.3f} s",
-            }
+            share = (f"the loss alone (forward + backward, on the model's outputs: fusion, upsampling to the label "
+                     f"size, cross-entropy) over a whole training step; {kind}, mobilenetv2, channels-last fp32, crop "
+                     f"{crop}, batch {batch}; step {best['checkpointed']:.3f} s, loss {best['loss']:.3f} s")
+            out[f"train_loss_share_{name}"] = {"value": round(best["loss"] / best["checkpointed"], 3),
+                                               "unit": "share", "conditions": share}
             out[f"train_time_ratio_loss_checkpoint_{name}"] = {
                 "value": round(best["checkpointed"] / best["plain"], 2), "unit": "x",
                 "conditions": f"training step with the loss inside an activation checkpoint (the project's) over the "
