@@ -164,3 +164,28 @@ def test_a_batch_with_only_ignore_labels_gives_zero_loss_not_nan(tiny_model):
         assert loss.item() == 0.0
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("kind", ["hmsa", "single", "explicit"])
+def test_recomputing_the_loss_changes_its_memory_not_its_numbers(tiny_model, kind):
+    from hmsa.bench.training import saved_activation_bytes
+
+    torch.manual_seed(0)
+    model = tiny_model(kind).train()
+    images, target = torch.rand(2, 3, 64, 96), torch.randint(0, 19, (2, 64, 96))
+    target[:, :8] = 255
+    weights = torch.rand(19)
+    results = []
+    for recompute in (True, False):
+        model.zero_grad()
+        loss = SegmentationLoss(class_weights=weights, recompute=recompute)(model(images), target)["total"]
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (loss_on, grads_on), (loss_off, grads_off) = results
+    # bit for bit: the recomputed forward is the same computation
+    assert torch.equal(loss_on, loss_off) and len(grads_on) == len(grads_off) > 0
+    assert all(torch.equal(a, b) for a, b in zip(grads_on, grads_off))
+    # kept, the label-size tensors (at least one 19-class map of the batch per term) are saved for backward
+    kept = saved_activation_bytes(model, images, target, recompute=False)
+    recomputed = saved_activation_bytes(model, images, target, recompute=True)
+    assert kept - recomputed >= 2 * 19 * 64 * 96 * 4

@@ -82,6 +82,31 @@ def test_bf16_on_the_cpu_runs_the_forward_in_bf16_and_keeps_fp32_weights(tiny_se
     assert 0.0 <= result.history[0]["val_miou"] <= 1.0
 
 
+def test_recompute_loss_trains_the_same_weights_and_auto_keeps_the_tensors_on_the_cpu(tiny_setup, tmp_path, monkeypatch):
+    from hmsa.training import loop
+
+    made = []
+    real = loop.SegmentationLoss
+
+    def record(*args, **kwargs):
+        made.append(kwargs.get("recompute"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "SegmentationLoss", record)
+    items, model_cfg, trainer = tiny_setup
+    runs = {}
+    for choice in ("on", "off", "auto"):
+        cfg = trainer.model_copy(update={"epochs": 1, "recompute_loss": choice, "checkpoint_dir": str(tmp_path / choice)})
+        runs[choice] = fit(model_cfg, cfg, *_data(items, cfg)).state_dict
+    assert made == [True, False, False]  # auto: recomputed on CUDA only
+    assert loop.recomputes_loss(trainer.model_copy(update={"recompute_loss": "auto"}), torch.device("cuda"))
+    # the same weights to the last bit, whichever way the loss is computed
+    assert all(torch.equal(runs["on"][k], runs["off"][k]) for k in runs["on"])
+    # and a checkpoint written one way resumes the other way (the setting changes no number)
+    assert fingerprint(model_cfg, trainer.model_copy(update={"recompute_loss": "on"})) == fingerprint(
+        model_cfg, trainer.model_copy(update={"recompute_loss": "off"}))
+
+
 def test_fp16_on_the_cpu_is_refused_before_anything_is_written(tiny_setup):
     items, model_cfg, trainer = tiny_setup
     with pytest.raises(ValueError, match="on the CPU set trainer.precision"):

@@ -22,8 +22,10 @@ def default_role(path: Path = DEFAULT_PARAMS) -> RoleConfig:
     return RoleConfig.model_validate(yaml.safe_load(path.read_text())["teacher"])
 
 
-def saved_activation_bytes(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor) -> int:
-    """Bytes of the distinct tensors autograd saves for backward in one training step.
+def saved_activation_bytes(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor,
+                           recompute: bool = True) -> int:
+    """Bytes of the distinct tensors autograd saves for backward in one training step, with the
+    label-size loss recomputed in backward (``recompute``, the CUDA default) or kept.
 
     Parameters are left out: the count is the activation memory a step needs.
     """
@@ -37,7 +39,7 @@ def saved_activation_bytes(model: torch.nn.Module, images: torch.Tensor, target:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = SegmentationLoss()(model(images), target)["total"]
+        loss = SegmentationLoss(recompute=recompute)(model(images), target)["total"]
     loss.backward()
     return sum(storages.values())
 
@@ -101,13 +103,6 @@ def _claims_precision(quick: bool) -> dict[str, dict]:
     return out
 
 
-class _PlainLoss(SegmentationLoss):
-    """The same loss without its activation checkpoint: the crop-size tensors are kept."""
-
-    def _ce(self, logits, target):
-        return self._term(logits.logits() if isinstance(logits, Fused) else logits, target)
-
-
 def _leaves(x):
     """The model's outputs as fresh leaves that require grad: the loss alone, without the model."""
     if isinstance(x, torch.Tensor):
@@ -123,8 +118,9 @@ def _leaves(x):
 def _loss_cost(quick: bool) -> dict[str, dict]:
     """What the loss at the label size costs in a training step of conf/claims' students
     (MobileNetV2, channels-last, fp32): its share of the step (forward and backward of the loss
-    alone, on the model's outputs), and the step with the checkpointed loss over the step with
-    the same loss not checkpointed (the recomputation's price for its memory)."""
+    alone, on the model's outputs), and the step with the loss recomputed in backward
+    (``recompute_loss`` on, the CUDA default) over the step with its tensors kept (off, the
+    CPU default): the recomputation's price for its memory."""
     model_cfg = _claims_student_model()
     settings = [((64, 64), 2)] if quick else [((256, 256), 4), ((512, 512), 1)]
     repeats, steps = (1, 1) if quick else (3, 3)
@@ -162,7 +158,7 @@ def _loss_cost(quick: bool) -> dict[str, dict]:
             times: dict[str, list[float]] = {"checkpointed": [], "plain": [], "loss": []}
             for _ in range(repeats):
                 times["checkpointed"].append(timed(lambda: step(SegmentationLoss())))
-                times["plain"].append(timed(lambda: step(_PlainLoss())))
+                times["plain"].append(timed(lambda: step(SegmentationLoss(recompute=False))))
                 times["loss"].append(min(loss_only() for _ in range(steps)))
             best = {k: min(v) for k, v in times.items()}
             name = f"{kind}_crop{crop[0]}"
@@ -173,8 +169,8 @@ def _loss_cost(quick: bool) -> dict[str, dict]:
                                                "unit": "share", "conditions": share}
             out[f"train_time_ratio_loss_checkpoint_{name}"] = {
                 "value": round(best["checkpointed"] / best["plain"], 2), "unit": "x",
-                "conditions": f"training step with the loss inside an activation checkpoint (the project's) over the "
-                              f"same loss without it; {kind}, crop {crop}, batch {batch}, best of {repeats} alternated",
+                "conditions": f"training step with the loss recomputed in backward (recompute_loss on, the CUDA "
+                              f"default) over the same loss with its tensors kept (off, the CPU default); {kind}, crop {crop}, batch {batch}, best of {repeats} alternated",
             }
     return out
 

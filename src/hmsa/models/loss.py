@@ -18,17 +18,23 @@ class SegmentationLoss(nn.Module):
     The attention gets no direct supervision. ``class_weights`` (optional, one per class)
     weigh the cross-entropy terms. Logits come at their own resolution, or as a
     ``fusion.Fused`` (the multi-scale joint and auxiliary logits); each term fuses and
-    upsamples them to the label size (bilinear) inside an activation checkpoint, so that no
-    full-resolution tensor is kept for backward: the same loss, at the memory of its
-    low-resolution inputs, for every model kind alike.
+    upsamples them to the label size (bilinear).
+
+    ``recompute`` (the default) runs each term inside an activation checkpoint, so that no
+    full-resolution tensor is kept for backward: the loss at the memory of its low-resolution
+    inputs, for every model kind alike, at the price of computing it twice. Without it the
+    label-size tensors are kept and the step is faster; loss and gradients are bit-identical
+    either way.
     """
 
     def __init__(self, aux_weight: float = 0.4, scale_weight: float = 0.05,
-                 class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX):
+                 class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
+                 recompute: bool = True):
         super().__init__()
         self.aux_weight = aux_weight
         self.scale_weight = scale_weight
         self.ignore_index = ignore_index
+        self.recompute = recompute
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def _term(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -42,10 +48,10 @@ class SegmentationLoss(nn.Module):
 
     def _ce(self, logits: torch.Tensor | Fused, target: torch.Tensor) -> torch.Tensor:
         if isinstance(logits, Fused):
-            if torch.is_grad_enabled():
+            if self.recompute and torch.is_grad_enabled():
                 return checkpoint(lambda: self._term(logits.logits(), target), use_reentrant=False)
             return self._term(logits.logits(), target)
-        if logits.requires_grad and logits.shape[-2:] != target.shape[-2:]:
+        if self.recompute and logits.requires_grad and logits.shape[-2:] != target.shape[-2:]:
             return checkpoint(self._term, logits, target, use_reentrant=False)
         return self._term(logits, target)
 

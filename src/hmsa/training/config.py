@@ -38,6 +38,9 @@ class TrainerConfig(BaseModel):
     devices: int = Field(1, ge=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
+    #: recompute the label-size loss in backward instead of keeping its tensors (activation
+    #: checkpointing): less memory, a slower step, the same numbers; auto: on CUDA only
+    recompute_loss: Literal["auto", "on", "off"] = "auto"
     seed: int = 0
     #: validation images (0 = all) and scale for the per-epoch val mIoU
     val_images: int = Field(0, ge=0)
@@ -50,7 +53,7 @@ class TrainerConfig(BaseModel):
     keep: Literal["best", "last"] = "best"
     progress_bar: bool = True
 
-    @field_validator("channels_last", mode="before")
+    @field_validator("channels_last", "recompute_loss", mode="before")
     @classmethod
     def _on_off(cls, value):
         # YAML 1.1 and OmegaConf's --params read a bare on/off as a boolean

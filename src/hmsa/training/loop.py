@@ -32,7 +32,8 @@ from hmsa.training.config import TrainerConfig
 log = logging.getLogger(__name__)
 
 #: trainer fields that do not change what is learned: a checkpoint stays resumable across them
-_NON_SEMANTIC = {"num_workers", "progress_bar", "resume", "val_batch_size", "checkpoint_dir", "device", "devices", "keep"}
+_NON_SEMANTIC = {"num_workers", "progress_bar", "resume", "val_batch_size", "checkpoint_dir", "device", "devices", "keep",
+                 "recompute_loss"}
 
 
 class TrainingDivergedError(RuntimeError):
@@ -115,6 +116,11 @@ def uses_channels_last(cfg: TrainerConfig, device: torch.device) -> bool:
     return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
 
 
+def recomputes_loss(cfg: TrainerConfig, device: torch.device) -> bool:
+    """recompute_loss on, or auto on CUDA, where memory is scarce; the CPU keeps the tensors."""
+    return cfg.recompute_loss == "on" or (cfg.recompute_loss == "auto" and device.type == "cuda")
+
+
 def for_device(model: torch.nn.Module, cfg: TrainerConfig, device: torch.device, world: int) -> torch.nn.Module:
     """The recipe's GPU settings, on CUDA only: BatchNorm statistics synchronised across DDP
     processes (SyncBatchNorm: batch 1 per GPU), channels-last memory (``channels_last:
@@ -181,7 +187,8 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
         if class_pixels is None:
             raise ValueError("trainer.class_weights=balanced needs the class pixel counts of the training set")
         weights = class_balanced_weights(class_pixels, cfg.class_weight_power)
-    criterion = SegmentationLoss(cfg.aux_weight, cfg.scale_weight, weights).to(device)
+    criterion = SegmentationLoss(cfg.aux_weight, cfg.scale_weight, weights,
+                                 recompute=recomputes_loss(cfg, device)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     sampler = (DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
