@@ -45,6 +45,52 @@ def test_a_missing_model_is_reported_not_met():
     assert not summary.iloc[4]["met"]
 
 
+def test_checkpoints_of_another_setup_are_removed_and_those_of_this_setup_resume(tmp_path, capsys):
+    folder = tmp_path / "seed_0"
+    (folder / "student").mkdir(parents=True)
+    (folder / "student" / "last.pt").write_bytes(b"unstamped: made by who knows what")
+    claims.fresh_checkpoints(folder, "A")
+    assert not (folder / "student").exists() and "training starts afresh" in capsys.readouterr().out
+    (folder / "student").mkdir()
+    (folder / "student" / "last.pt").write_bytes(b"A's")
+    claims.fresh_checkpoints(folder, "A")  # the same setup: a killed run resumes
+    assert (folder / "student" / "last.pt").read_bytes() == b"A's" and capsys.readouterr().out == ""
+    claims.fresh_checkpoints(folder, "B")
+    assert not (folder / "student").exists() and (folder / "claims_setup.txt").read_text().strip() == "B"
+
+
+def test_the_runner_trains_afresh_after_a_code_change_and_reuses_checkpoints_otherwise(tmp_path, monkeypatch):
+    data = tmp_path / "claims"
+    teacher_dir = data / "06_models/checkpoints/teacher"
+    code = {"version": "1"}
+    seen = []
+
+    def kedro(args):
+        # what the training loop would find to resume, and a run's outputs
+        seen.append((sorted(p.name for p in (data / "06_models/checkpoints/seed_0").glob("*/last.pt")) +
+                     sorted(p.parent.name for p in teacher_dir.glob("last.pt")), "--pipelines" in args))
+        for folder in (data / "06_models/checkpoints/seed_0/student", teacher_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "last.pt").write_bytes(code["version"].encode())
+        (data / "06_models/teacher.pt").write_bytes(b"teacher")
+        (data / "08_reporting").mkdir(parents=True, exist_ok=True)
+        _table(0.5, 0.48, 0.45, 0.47, 0.49, 0.5).to_csv(data / "08_reporting/evaluation_results.csv", index=False)
+
+    monkeypatch.setattr(claims, "_kedro", kedro)
+    monkeypatch.setattr(claims, "memory_ratio", lambda env: 4.0)
+    monkeypatch.setattr(claims, "_parameters", lambda env: {"teacher": {"trainer": {"checkpoint_dir": str(teacher_dir)}}})
+    monkeypatch.setattr(claims, "fingerprint", lambda env, sections=None, exclude=(): f"{code['version']} {sections} {exclude}")
+    argv = ["--seeds", "0", "--data-dir", str(data)]
+    assert claims.main(argv) == 0
+    assert seen[-1] == ([], False)  # the first run: nothing to resume, the whole chain
+    assert claims.main([*argv, "--rerun"]) == 0
+    assert seen[-1] == (["last.pt", "teacher"], True)  # the same setup: the students resume, the teacher is kept
+    code["version"] = "2"  # the source changed
+    assert claims.main(argv) == 0
+    assert seen[-1] == ([], False)  # neither the teacher nor the students resume what the old code made
+    assert (teacher_dir / "last.pt").read_bytes() == b"2"
+
+
 @pytest.mark.slow
 def test_claims_runner_over_two_seeds(tmp_path):
     import json
@@ -91,13 +137,14 @@ def test_claims_runner_over_two_seeds(tmp_path):
     stale = subprocess.run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4", "--report-only"], cwd=project,
                            capture_output=True, text=True)
     assert stale.returncode == 1 and "left out seeds [3, 4]" in stale.stderr
-    # ... and running it again retrains the students, not the teacher: its own setup is unchanged
+    # ... and running it again reruns the students and the evaluation, not the teacher: its own setup is unchanged
     teacher_file = project / "data/claims/06_models/teacher.pt"
     teacher_bytes = teacher_file.read_bytes()
     rerun = run([sys.executable, "-m", "hmsa.claims", "--seeds", "3"], project, timeout=1200)
     assert "seed 3: its table came from another setup" in rerun.stdout
     assert "the teacher and its auto-labels are kept" in rerun.stdout
     assert "--pipelines student_training,evaluation" in rerun.stdout
+    assert "training starts afresh" not in rerun.stdout  # an evaluation change reuses the students' checkpoints
     assert not json.loads((out / "timings.json").read_text())["3"]["whole_chain"]
     assert teacher_file.read_bytes() == teacher_bytes
 

@@ -10,7 +10,8 @@ the package's source (all but this runner and the benchmarks, which train nothin
 made with another setup is made again, so that the seeds of one report always come from one
 setup. The teacher and its auto-labels carry their own fingerprint, over the parameters they
 read (``data``, ``teacher``, ``auto_labeling``), the generator and the source: a change to
-the students or the evaluation alone reuses them. The claims are reported as mean +- std over seeds:
+the students or the evaluation alone reuses them. Checkpoints are stamped the same way (the
+students' with everything but the evaluation), so training resumes only what this setup made. The claims are reported as mean +- std over seeds:
 
 1. HMSA on [0.5, 1, 2] against the single-scale-trained baseline at 1.0 and with average
    fusion on the same scales (goal: >= 2 and >= 1 point, gap > 2 std);
@@ -112,15 +113,12 @@ def markdown(summary: pd.DataFrame) -> str:
 def memory_ratio(env: str) -> float:
     """Saved-for-backward bytes of one training step, explicit over HMSA, for the student of ``env``."""
     import torch
-    from kedro.config import OmegaConfigLoader
 
     from hmsa.bench.training import saved_activation_bytes
     from hmsa.models import build_model
-    from hmsa.settings import CONFIG_LOADER_ARGS
     from hmsa.training.config import RoleConfig
 
-    loader = OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": env})
-    role = RoleConfig.model_validate(loader["parameters"]["student"])
+    role = RoleConfig.model_validate(_parameters(env)["student"])
     crop = tuple(role.trainer.crop)
     sizes = {}
     for kind in ("hmsa", "explicit"):
@@ -134,20 +132,26 @@ def memory_ratio(env: str) -> float:
 TEACHER_SECTIONS = ("data", "teacher", "auto_labeling")
 
 
-def fingerprint(env: str, sections: tuple[str, ...] | None = None) -> str:
-    """What the claims depend on (16 hex digits): the environment's merged parameters (only
-    ``sections`` of them when given), the SynthCity generator version and the source of the
-    ``hmsa`` package except this runner and the benchmarks (``hmsa.bench``), which ``kedro
-    run`` never executes."""
+def _parameters(env: str) -> dict:
+    """The environment's merged parameters, as ``kedro run --env env`` reads them."""
     from kedro.config import OmegaConfigLoader
 
-    from hmsa.data.synthetic import GENERATOR_VERSION
     from hmsa.settings import CONFIG_LOADER_ARGS
 
-    loader = OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": env})
-    params = loader["parameters"]
+    return OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": env})["parameters"]
+
+
+def fingerprint(env: str, sections: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> str:
+    """What the claims depend on (16 hex digits): the environment's merged parameters (only
+    ``sections`` of them when given, none of ``exclude``), the SynthCity generator version and
+    the source of the ``hmsa`` package except this runner and the benchmarks (``hmsa.bench``),
+    which ``kedro run`` never executes."""
+    from hmsa.data.synthetic import GENERATOR_VERSION
+
+    params = _parameters(env)
     if sections is not None:
         params = {name: params.get(name) for name in sections}
+    params = {name: value for name, value in params.items() if name not in exclude}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     digest.update(f"generator {GENERATOR_VERSION}".encode())
     package = Path(__file__).resolve().parent
@@ -157,6 +161,19 @@ def fingerprint(env: str, sections: tuple[str, ...] | None = None) -> str:
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def fresh_checkpoints(folder: Path, setup: str) -> None:
+    """Make ``folder`` hold checkpoints of ``setup`` only. The training loop resumes any
+    ``last.pt`` made with the same parameters, whatever code made it; so checkpoints stamped
+    with another setup (or with none) are removed and training starts afresh, while those of
+    this setup stay, so that a killed run resumes where it stopped."""
+    stamp = folder / "claims_setup.txt"
+    if folder.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != setup):
+        print(f"{folder}: checkpoints of another setup removed; training starts afresh", flush=True)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(setup + "\n")
 
 
 def _kedro(args: list[str]) -> None:
@@ -183,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
     setup = fingerprint(args.env)
     teacher_setup = fingerprint(args.env, TEACHER_SECTIONS)
+    # the students' checkpoints depend on all but the evaluation: an evaluation change reuses them
+    training_setup = fingerprint(args.env, exclude=("evaluation",))
     if not args.report_only:
         for seed in args.seeds:
             kept = timings.get(str(seed), {}).get("fingerprint") == setup
@@ -197,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                      or timings.get("teacher", {}).get("fingerprint") != teacher_setup)
             if not whole:
                 print(f"seed {seed}: the teacher and its auto-labels are kept (their setup is unchanged)", flush=True)
-            params = (f"student.trainer.seed={seed},"
-                      f"student.trainer.checkpoint_dir={args.data_dir}/06_models/checkpoints/seed_{seed}/student")
+            if whole:
+                fresh_checkpoints(Path(_parameters(args.env)["teacher"]["trainer"]["checkpoint_dir"]), teacher_setup)
+            seed_dir = args.data_dir / "06_models" / "checkpoints" / f"seed_{seed}"
+            fresh_checkpoints(seed_dir, training_setup)
+            params = f"student.trainer.seed={seed},student.trainer.checkpoint_dir={seed_dir}/student"
             pipelines = [] if whole else ["--pipelines", "student_training,evaluation"]
             _kedro(["--env", args.env, *pipelines, "--params", params])
             with atomic_path(out / f"seed_{seed}.csv") as tmp:
