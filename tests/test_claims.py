@@ -1,5 +1,7 @@
 """The claims summary: paired gaps over seeds, goals, and the std condition."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -80,7 +82,10 @@ def test_the_runner_trains_afresh_after_a_code_change_and_reuses_checkpoints_oth
     monkeypatch.setattr(claims, "memory_ratio", lambda env: 4.0)
     monkeypatch.setattr(claims, "_parameters", lambda env: {"teacher": {"trainer": {"checkpoint_dir": str(teacher_dir)}}})
     monkeypatch.setattr(claims, "fingerprint", lambda env, sections=None, exclude=(): f"{code['version']} {sections} {exclude}")
-    argv = ["--seeds", "0", "--data-dir", str(data)]
+    monkeypatch.setattr(claims, "_data_dir", lambda env: data)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf" / "claims").mkdir(parents=True)
+    argv = ["--seeds", "0"]
     assert claims.main(argv) == 0
     assert seen[-1] == ([], False)  # the first run: nothing to resume, the whole chain
     assert claims.main([*argv, "--rerun"]) == 0
@@ -89,6 +94,20 @@ def test_the_runner_trains_afresh_after_a_code_change_and_reuses_checkpoints_oth
     assert claims.main(argv) == 0
     assert seen[-1] == ([], False)  # neither the teacher nor the students resume what the old code made
     assert (teacher_dir / "last.pt").read_bytes() == b"2"
+
+
+def test_the_runner_writes_where_the_environment_puts_its_outputs(tmp_path, monkeypatch, capsys):
+    """A copy of conf/claims with its own data_dir gets its own tables, never conf/claims' results."""
+    monkeypatch.chdir(tmp_path)
+    for env, data_dir in (("base", "data"), ("claims", "data/claims"), ("claims_sampling", "data/claims_sampling")):
+        (tmp_path / "conf" / env).mkdir(parents=True)
+        (tmp_path / "conf" / env / "globals.yml").write_text(f"data_dir: {data_dir}\n")
+    assert claims._data_dir("claims_sampling") == Path("data/claims_sampling")
+    assert claims._data_dir("claims") == Path("data/claims")
+    (tmp_path / "conf" / "claims_sampling" / "globals.yml").unlink()  # an environment that keeps base's
+    assert claims._data_dir("claims_sampling") == Path("data")
+    assert claims.main(["--env", "claim", "--report-only"]) == 2
+    assert "--env claim: there is no conf/claim/" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -132,13 +132,23 @@ def memory_ratio(env: str) -> float:
 TEACHER_SECTIONS = ("data", "teacher", "auto_labeling")
 
 
-def _parameters(env: str) -> dict:
-    """The environment's merged parameters, as ``kedro run --env env`` reads them."""
+def _config(env: str, key: str) -> dict:
+    """The environment's merged configuration ``key``, as ``kedro run --env env`` reads it."""
     from kedro.config import OmegaConfigLoader
 
     from hmsa.settings import CONFIG_LOADER_ARGS
 
-    return OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": env})["parameters"]
+    return OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": env})[key]
+
+
+def _parameters(env: str) -> dict:
+    """The environment's merged parameters."""
+    return _config(env, "parameters")
+
+
+def _data_dir(env: str) -> Path:
+    """Where ``kedro run --env env`` writes its outputs: ``data_dir`` of its ``globals.yml``."""
+    return Path(_config(env, "globals")["data_dir"])
 
 
 def fingerprint(env: str, sections: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> str:
@@ -187,16 +197,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hmsa.claims", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--env", default="claims", help="the Kedro environment (default: claims)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data/claims"),
-                        help="the environment's data_dir (conf/<env>/globals.yml)")
+    parser.add_argument("--env", default="claims",
+                        help="the Kedro environment (default: claims); its outputs and the claims tables go under "
+                             "the data_dir of its globals.yml")
     parser.add_argument("--report-only", action="store_true", help="summarise the seeds already run")
     parser.add_argument("--rerun", action="store_true", help="run seeds again even when their table is kept")
     args = parser.parse_args(argv)
+    if not (Path("conf") / args.env).is_dir():
+        print(f"--env {args.env}: there is no conf/{args.env}/ here; run from the project's root and name an "
+              f"environment under conf/ (default: claims)", file=sys.stderr)
+        return 2
 
-    out = args.data_dir / "08_reporting" / "claims"
+    # the run's own outputs: another environment's (a copy of conf/claims with one change) never mix in
+    data_dir = _data_dir(args.env)
+    out = data_dir / "08_reporting" / "claims"
     out.mkdir(parents=True, exist_ok=True)
-    results = args.data_dir / "08_reporting" / "evaluation_results.csv"
+    results = data_dir / "08_reporting" / "evaluation_results.csv"
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
     setup = fingerprint(args.env)
     teacher_setup = fingerprint(args.env, TEACHER_SECTIONS)
@@ -212,13 +228,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"seed {seed}: its table came from another setup (parameters, generator or code): "
                       "running it again", flush=True)
             start = time.perf_counter()
-            whole = (not (args.data_dir / "06_models" / "teacher.pt").is_file()
+            whole = (not (data_dir / "06_models" / "teacher.pt").is_file()
                      or timings.get("teacher", {}).get("fingerprint") != teacher_setup)
             if not whole:
                 print(f"seed {seed}: the teacher and its auto-labels are kept (their setup is unchanged)", flush=True)
             if whole:
                 fresh_checkpoints(Path(_parameters(args.env)["teacher"]["trainer"]["checkpoint_dir"]), teacher_setup)
-            seed_dir = args.data_dir / "06_models" / "checkpoints" / f"seed_{seed}"
+            seed_dir = data_dir / "06_models" / "checkpoints" / f"seed_{seed}"
             fresh_checkpoints(seed_dir, training_setup)
             params = f"student.trainer.seed={seed},student.trainer.checkpoint_dir={seed_dir}/student"
             pipelines = [] if whole else ["--pipelines", "student_training,evaluation"]
