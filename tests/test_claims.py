@@ -104,6 +104,17 @@ def test_the_runner_writes_where_the_environment_puts_its_outputs(tmp_path, monk
         (tmp_path / "conf" / env / "globals.yml").write_text(f"data_dir: {data_dir}\n")
     assert claims._data_dir("claims_sampling") == Path("data/claims_sampling")
     assert claims._data_dir("claims") == Path("data/claims")
+    monkeypatch.setattr(claims, "fingerprint", lambda env, sections=None, exclude=(): env)
+    monkeypatch.setattr(claims, "memory_ratio", lambda env: 4.0)
+    for env, gap in (("claims", 0.10), ("claims_sampling", 0.02)):  # explicit attention ahead by 10 or 2 points
+        out = tmp_path / claims._data_dir(env) / "08_reporting" / "claims"
+        out.mkdir(parents=True)
+        _table(0.5, 0.48, 0.45, 0.47, 0.49, 0.5 + gap).to_csv(out / "seed_0.csv", index=False)
+        (out / "timings.json").write_text(f'{{"0": {{"fingerprint": "{env}"}}}}')
+    assert claims.main(["--env", "claims_sampling", "--seeds", "0", "--report-only"]) == 0
+    summary = pd.read_csv(tmp_path / "data/claims_sampling/08_reporting/claims/claims.csv")
+    assert summary["gap_mean"].iloc[-1] == pytest.approx(-2.0)  # its own table, not conf/claims' (-10)
+    assert not (tmp_path / "data/claims/08_reporting/claims/claims.csv").exists()
     (tmp_path / "conf" / "claims_sampling" / "globals.yml").unlink()  # an environment that keeps base's
     assert claims._data_dir("claims_sampling") == Path("data")
     assert claims.main(["--env", "claim", "--report-only"]) == 2
