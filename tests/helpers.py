@@ -20,7 +20,7 @@ from tests.models.conftest import TINY
 def copy_project(dest: Path) -> Path:
     """The project's configuration and pipeline files, without data, runs or venv."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("pyproject.toml", "dvc.yaml", ".dvcignore", ".gitignore"):
+    for name in ("pyproject.toml", "dvc.yaml", ".dvcignore", ".gitignore", ".telemetry"):
         shutil.copy2(PROJECT_ROOT / name, dest / name)
     shutil.copytree(PROJECT_ROOT / "conf", dest / "conf", ignore=shutil.ignore_patterns("local"))
     shutil.copytree(PROJECT_ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

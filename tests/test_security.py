@@ -1,4 +1,5 @@
-"""Nothing is unpickled from files, and no credential reaches MLflow, the outputs or the logs."""
+"""Nothing is unpickled from files, no credential reaches MLflow, the outputs or the logs, and
+Kedro's telemetry neither calls out nor writes into the project."""
 
 import ast
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import run, tiny_project
+from tests.helpers import copy_project, run, tiny_project
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 
@@ -53,3 +54,19 @@ def test_credentials_in_the_environment_are_not_logged(tmp_path):
              if p.is_file() and "src" not in p.parts and "conf" not in p.parts and SECRET.encode() in p.read_bytes()]
     assert leaks == []
     assert (project / "mlflow.db").is_file()  # the store was written and searched
+
+
+def test_kedro_telemetry_consent_is_off_so_pyproject_stays_untouched(tmp_path):
+    """Without the opt-out variables the CI and the Makefile set, a bare `kedro` command (as the
+    README's `kedro run --env ...` examples) must not write a project_id into the tracked
+    pyproject.toml: the project's .telemetry says consent: false, with which kedro-telemetry
+    also sends nothing."""
+    project = copy_project(tmp_path / "project")
+    before = (project / "pyproject.toml").read_bytes()
+    opted_in = {"KEDRO_DISABLE_TELEMETRY": "", "DO_NOT_TRACK": ""}  # empty: not set, for kedro-telemetry
+    proc = run(["kedro", "registry", "list"], project, env=opted_in)
+    assert "__default__" in proc.stdout
+    assert (project / "pyproject.toml").read_bytes() == before
+    (project / ".telemetry").unlink()  # the check can fail: without the file kedro-telemetry writes its id
+    run(["kedro", "registry", "list"], project, env=opted_in)
+    assert b"kedro_telemetry" in (project / "pyproject.toml").read_bytes()
