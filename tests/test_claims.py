@@ -1,5 +1,6 @@
 """The claims summary: paired gaps over seeds, goals, and the std condition."""
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +32,9 @@ def test_gaps_are_paired_per_seed_and_goals_checked():
     assert three["gap_mean"] == pytest.approx(0.0, abs=1e-9) and three["met"] and "4.10x" in three["note"]
     text = claims.markdown(summary.reset_index())
     assert text.count("\n") == 1 + len(claims.COMPARISONS) and "+5.0 +- 0.0" in text
+    # six columns in every row: the "|gap| <= 1" goal is escaped, not read as column borders
+    assert all(re.sub(r"\\\|", "", line).count("|") == 7 for line in text.splitlines())
+    assert "\\|gap\\| <= 1" in text
 
 
 def test_a_gap_within_two_std_is_not_met():

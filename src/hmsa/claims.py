@@ -102,11 +102,14 @@ def summarise(tables: dict[int, pd.DataFrame], memory_ratio: float | None = None
 
 def markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table (points, mean +- std over seeds)."""
+    def cell(text: str) -> str:  # a "|" inside a cell (as in "|gap| <= 1") would split the column
+        return str(text).replace("|", "\\|")
+
     lines = ["| claim | ours | theirs | gap | goal | met |", "|---|---|---|---|---|---|"]
     for r in summary.itertuples():
-        lines.append(f"| {r.claim} | {r.ours_mean:.1f} +- {r.ours_std:.1f} | {r.theirs_mean:.1f} +- {r.theirs_std:.1f} "
-                     f"| {r.gap_mean:+.1f} +- {r.gap_std:.1f} | {r.goal} | {'yes' if r.met else 'no'}"
-                     + (f" ({r.note})" if r.note else "") + " |")
+        lines.append(f"| {cell(r.claim)} | {r.ours_mean:.1f} +- {r.ours_std:.1f} | {r.theirs_mean:.1f} +- {r.theirs_std:.1f} "
+                     f"| {r.gap_mean:+.1f} +- {r.gap_std:.1f} | {cell(r.goal)} | {'yes' if r.met else 'no'}"
+                     + (f" ({cell(r.note)})" if r.note else "") + " |")
     return "\n".join(lines)
 
 
