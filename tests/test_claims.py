@@ -1,6 +1,7 @@
 """The claims summary: paired gaps over seeds, goals, and the std condition."""
 
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -205,3 +206,20 @@ def test_teacher_fingerprint_follows_only_what_the_teacher_reads(tmp_path, monke
     assert after_student[0] != after_eval[0] and after_student[1] == before[1]
     after_teacher = change("parameters_teacher_training.yml", "teacher", {"registered_model_name": "other"})
     assert after_teacher[0] != after_student[0] and after_teacher[1] != before[1]
+
+
+def test_git_keeps_the_claims_tables_and_ignores_the_rest_of_the_claims_data():
+    """The per-seed tables, the summary and the wall times are small text that git tracks (a fresh
+    clone keeps those seeds); the models, checkpoints and other outputs stay DVC's or ignored."""
+    from tests.conftest import PROJECT_ROOT
+
+    def ignored(rel: str) -> bool:
+        result = subprocess.run(["git", "-C", str(PROJECT_ROOT), "check-ignore", "-q", rel], check=False)
+        assert result.returncode in (0, 1), f"git check-ignore failed for {rel}"
+        return result.returncode == 0
+
+    for name in ("seed_0.csv", "seed_12.csv", "claims.md", "claims.csv", "timings.json"):
+        assert not ignored(f"data/claims/08_reporting/claims/{name}"), name
+    for rel in ("data/claims/06_models/student.pt", "data/claims/08_reporting/evaluation_results.csv",
+                "data/claims/06_models/checkpoints/seed_0/student/last.pt", "data/other/08_reporting/claims/seed_0.csv"):
+        assert ignored(rel), rel

@@ -260,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no seed results under {out}: run without --report-only first", file=sys.stderr)
         return 1
     summary = summarise(tables, memory_ratio(args.env))
-    summary.to_csv(out / "claims.csv", index=False)
+    with atomic_path(out / "claims.csv") as tmp:
+        summary.to_csv(tmp, index=False)
     text = markdown(summary)
-    (out / "claims.md").write_text(text + "\n")
+    with atomic_path(out / "claims.md") as tmp:
+        tmp.write_text(text + "\n")
     print(f"claims over seeds {sorted(tables)} (val mIoU points, mean +- std):")
     print(text)
     print(f"per-seed wall time: {timings}")
