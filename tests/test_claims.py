@@ -223,3 +223,19 @@ def test_git_keeps_the_claims_tables_and_ignores_the_rest_of_the_claims_data():
     for rel in ("data/claims/06_models/student.pt", "data/claims/08_reporting/evaluation_results.csv",
                 "data/claims/06_models/checkpoints/seed_0/student/last.pt", "data/other/08_reporting/claims/seed_0.csv"):
         assert ignored(rel), rel
+
+
+def test_committed_claims_summary_matches_its_seed_tables_and_the_readme():
+    """The claims table in git is what its own seed tables give (recomputed here, not copied), and
+    the README shows that table: a rerun that changes a seed cannot leave the README's figures behind."""
+    from tests.conftest import PROJECT_ROOT
+
+    out = PROJECT_ROOT / "data" / "claims" / "08_reporting" / "claims"
+    committed = pd.read_csv(out / "claims.csv")
+    seeds = int(committed["seeds"].iloc[0])
+    tables = {seed: pd.read_csv(out / f"seed_{seed}.csv") for seed in range(seeds)}
+    ratio = float(re.search(r"([0-9.]+)x", committed["note"].dropna().iloc[0]).group(1))
+    recomputed = claims.markdown(claims.summarise(tables, memory_ratio=ratio))
+    assert (out / "claims.md").read_text().strip() == recomputed
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert recomputed in readme, "README's claims table differs from data/claims/08_reporting/claims/claims.md"
