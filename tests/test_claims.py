@@ -1,5 +1,6 @@
 """The claims summary: paired gaps over seeds, goals, and the std condition."""
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -91,13 +92,17 @@ def test_the_runner_trains_afresh_after_a_code_change_and_reuses_checkpoints_oth
     monkeypatch.chdir(tmp_path)
     (tmp_path / "conf" / "claims").mkdir(parents=True)
     argv = ["--seeds", "0"]
+    timings = data / "08_reporting/claims/timings.json"
     assert claims.main(argv) == 0
     assert seen[-1] == ([], False)  # the first run: nothing to resume, the whole chain
+    assert json.loads(timings.read_text())["0"]["resumed"] == []  # its seconds are the whole seed's
     assert claims.main([*argv, "--rerun"]) == 0
     assert seen[-1] == (["last.pt", "teacher"], True)  # the same setup: the students resume, the teacher is kept
+    assert json.loads(timings.read_text())["0"]["resumed"] == ["student"]  # its seconds cover what was left
     code["version"] = "2"  # the source changed
     assert claims.main(argv) == 0
     assert seen[-1] == ([], False)  # neither the teacher nor the students resume what the old code made
+    assert json.loads(timings.read_text())["0"]["resumed"] == []
     assert (teacher_dir / "last.pt").read_bytes() == b"2"
 
 

@@ -235,17 +235,24 @@ def main(argv: list[str] | None = None) -> int:
                      or timings.get("teacher", {}).get("fingerprint") != teacher_setup)
             if not whole:
                 print(f"seed {seed}: the teacher and its auto-labels are kept (their setup is unchanged)", flush=True)
+            resumed = []  # the models that go on from a checkpoint: then the seconds are not a whole seed's
             if whole:
-                fresh_checkpoints(Path(_parameters(args.env)["teacher"]["trainer"]["checkpoint_dir"]), teacher_setup)
+                teacher_dir = Path(_parameters(args.env)["teacher"]["trainer"]["checkpoint_dir"])
+                fresh_checkpoints(teacher_dir, teacher_setup)
+                resumed += ["teacher"] if (teacher_dir / "last.pt").is_file() else []
             seed_dir = data_dir / "06_models" / "checkpoints" / f"seed_{seed}"
             fresh_checkpoints(seed_dir, training_setup)
+            resumed += sorted(path.parent.name for path in seed_dir.glob("*/last.pt"))
+            if resumed:
+                print(f"seed {seed}: resuming {', '.join(resumed)} from checkpoints of this setup; its wall time "
+                      "will cover only what is left", flush=True)
             params = f"student.trainer.seed={seed},student.trainer.checkpoint_dir={seed_dir}/student"
             pipelines = [] if whole else ["--pipelines", "student_training,evaluation"]
             _kedro(["--env", args.env, *pipelines, "--params", params])
             with atomic_path(out / f"seed_{seed}.csv") as tmp:
                 shutil.copyfile(results, tmp)
             timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": whole,
-                                  "fingerprint": setup}
+                                  "resumed": resumed, "fingerprint": setup}
             if whole:
                 timings["teacher"] = {"fingerprint": teacher_setup}
             with atomic_path(out / "timings.json") as tmp:
