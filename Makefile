@@ -6,7 +6,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast bench claims mlflow-ui repro
+.PHONY: setup run test test-fast bench claims mlflow-ui repro pull push
 
 setup:
 	@VENV=$(VENV) scripts/ensure_venv.sh
@@ -29,8 +29,16 @@ bench: setup  ## benchmarks -> data/08_reporting/benchmarks.json
 claims: setup  ## the paper's claims over 3 seeds (conf/claims) -> data/claims/08_reporting/claims/
 	$(BIN)/python -m hmsa.claims --seeds 0 1 2
 
-mlflow-ui: setup  ## browse runs and models at http://127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+mlflow-ui: setup  ## browse runs and models: kedro-mlflow's UI on the store of mlflow.yml (or $MLFLOW_TRACKING_URI), port 5000
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro mlflow ui $(if $(ENV),--env $(ENV))
 
 repro: setup  ## reproduce the DVC pipeline (dvc.yaml) with the project's venv on PATH
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+pull: setup  ## restore every output of dvc.lock from the team's DVC remote (checked first: hmsa.remote)
+	$(BIN)/python -m hmsa.remote
+	$(BIN)/dvc pull
+
+push: setup  ## share this clone's outputs on the team's DVC remote (checked first: hmsa.remote)
+	$(BIN)/python -m hmsa.remote
+	$(BIN)/dvc push

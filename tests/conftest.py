@@ -30,6 +30,25 @@ TINY_SPEC = SynthCitySpec(
 TINY_SPLITS = {"train": ["fine"], "val": ["fine"], "train_extra": ["coarse"]}
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_store_restored():
+    """MLflow keeps its tracking and registry URIs in globals and in os.environ, which every later
+    test and subprocess would inherit: each test ends with those it started with."""
+    import mlflow
+
+    variables = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {k: os.environ.get(k) for k in variables}
+    tracking, registry = mlflow.tracking._tracking_service.utils._tracking_uri, mlflow.tracking._model_registry.utils._registry_uri
+    yield
+    mlflow.tracking._tracking_service.utils._tracking_uri = tracking
+    mlflow.tracking._model_registry.utils._registry_uri = registry
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_tree_master(tmp_path_factory) -> Path:
     """A tiny tree generated once per session; copy it (``tiny_tree``) before changing it."""

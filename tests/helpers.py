@@ -6,9 +6,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -20,11 +22,13 @@ from tests.models.conftest import TINY
 def copy_project(dest: Path) -> Path:
     """The project's configuration and pipeline files, without data, runs or venv."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("pyproject.toml", "dvc.yaml", ".dvcignore", ".gitignore", ".telemetry"):
+    for name in ("pyproject.toml", "dvc.yaml", ".dvcignore", ".gitignore", ".telemetry", "docs/team-remote.md"):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT_ROOT / name, dest / name)
     shutil.copytree(PROJECT_ROOT / "conf", dest / "conf", ignore=shutil.ignore_patterns("local"))
     shutil.copytree(PROJECT_ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (dest / "conf" / "local").mkdir()
+    (dest / "conf" / "local" / ".gitkeep").touch()  # in git, as the project's: DVC's copies of it need one
     for layer in ("01_raw", "03_primary", "08_reporting/metrics"):
         (dest / "data" / layer).mkdir(parents=True)
     return dest
@@ -39,8 +43,10 @@ def tiny_parameters(dest: Path) -> None:
 
 
 def _env(cwd: Path) -> dict[str, str]:
-    """The venv first on PATH, the copy's own src importable, no telemetry, a git identity."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    """The venv first on PATH, the copy's own src importable, no telemetry, a git identity, and
+    no MLflow store inherited from this process (a test that wants one passes it)."""
+    inherited = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    return {**inherited, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONPATH": str(Path(cwd) / "src"),
             "KEDRO_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
             "GIT_AUTHOR_NAME": "hmsa test", "GIT_AUTHOR_EMAIL": "test@hmsa.invalid",
@@ -149,3 +155,76 @@ def mapillary_tree(root: Path, counts: dict[str, int], size: tuple[int, int] = (
             label.putpalette(palette.ravel().tolist())
             label.save(labels / f"{key}.png")
     return root
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server(cmd: list[str], url: str, cwd: Path, log: Path, timeout: float = 120, env: dict[str, str] | None = None):
+    """Start ``cmd`` (a server of the venv; ``env`` added to the environment) and wait until
+    ``url`` answers; stop it, and whatever it started, at the end."""
+    import requests
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**_env(cwd), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, f"{cmd[0]} stopped:\n{log.read_text()[-3000:]}"
+            try:
+                requests.get(url, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+#: the WebDAV server's account (a test server on loopback; a team's own comes from its admin)
+DAV_USER, DAV_PASSWORD = "hmsa-ci", "not-a-secret"
+
+
+@contextmanager
+def webdav_server(root: Path):
+    """A real WebDAV server (wsgidav) on loopback that shares ``root``, with basic authentication,
+    as a team's DVC remote. Yields the DVC url of its folder ``hmsa/``."""
+    port = free_port()
+    (root / "hmsa").mkdir(parents=True, exist_ok=True)
+    config = root.parent / f"wsgidav-{port}.yaml"
+    config.write_text(yaml.safe_dump({
+        "host": "127.0.0.1", "port": port, "provider_mapping": {"/": str(root)}, "verbose": 1,
+        "http_authenticator": {"domain_controller": None, "accept_basic": True, "accept_digest": False,
+                               "default_to_digest": False},
+        "simple_dc": {"user_mapping": {"*": {DAV_USER: {"password": DAV_PASSWORD}}}},
+    }))
+    cmd = [str(Path(sys.executable).parent / "wsgidav"), "--config", str(config)]
+    with server(cmd, f"http://127.0.0.1:{port}/", root.parent, root.parent / f"wsgidav-{port}.log"):
+        yield f"webdav://127.0.0.1:{port}/hmsa"
+
+
+@contextmanager
+def mlflow_server(folder: Path):
+    """A real ``mlflow server`` on loopback: a sqlite backend, the registry, and artifacts
+    proxied through the server (``mlflow-artifacts:``), as a team runs it. Yields its URI."""
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+           "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
+    uri = f"http://127.0.0.1:{port}"
+    with server(cmd, f"{uri}/health", folder, folder / "server.log"):
+        yield uri

@@ -152,3 +152,25 @@ def test_labels_of_another_teacher_are_not_resumed(teacher, jobs, tmp_path):
     assert not list(tmp_path.rglob("*.png"))
     counts = autolabel.label_images(other, jobs, tmp_path, Refinement(), readers=0)
     assert counts["labelled"] == 4
+
+
+def test_without_held_out_truth_the_metrics_leave_the_figures_out_and_the_report_says_why(tmp_path):
+    """A real coarse set (Cityscapes' train_extra) has no fine truth: DVC's metrics file stays
+    valid JSON (no NaN) and the quality report names the reason."""
+    import json
+
+    from hmsa.pipelines.auto_labeling import nodes
+
+    def save(name, array):
+        Image.fromarray(np.array(array, dtype=np.uint8)).save(tmp_path / name)
+        return name
+
+    manifest = pd.DataFrame([{"label_path": save("label.png", [[0, 255]]), "confidence_path": save("conf.png", [[255, 0]]),
+                              "prediction_path": save("pred.png", [[0, 0]]), "human_label_path": save("human.png", [[7, 0]]),
+                              "heldout_fine_path": None}])
+    summary, _, _, _, metrics, flat = nodes.label_quality(manifest, {"root": str(tmp_path)}, {"root": str(tmp_path)},
+                                                         {"threshold": 0.9})
+    assert metrics == {"auto_labels": {"images": 1}}
+    json.dumps(metrics, allow_nan=False)  # what the catalog's metrics dataset does: raises on NaN
+    assert flat == {}
+    assert (summary["note"] == autolabel.NO_TRUTH).all()

@@ -86,7 +86,7 @@ def test_the_runner_trains_afresh_after_a_code_change_and_reuses_checkpoints_oth
 
     monkeypatch.setattr(claims, "_kedro", kedro)
     monkeypatch.setattr(claims, "memory_ratio", lambda env: 4.0)
-    monkeypatch.setattr(claims, "_parameters", lambda env: {"teacher": {"trainer": {"checkpoint_dir": str(teacher_dir)}}})
+    monkeypatch.setattr(claims, "_parameters", lambda env: {"paths": {"checkpoints": str(teacher_dir.parent)}})
     monkeypatch.setattr(claims, "fingerprint", lambda env, sections=None, exclude=(): f"{code['version']} {sections} {exclude}")
     monkeypatch.setattr(claims, "_data_dir", lambda env: data)
     monkeypatch.chdir(tmp_path)

@@ -108,3 +108,24 @@ def test_mapillary_environment_refuses_the_teacher_before_it_starts(tmp_path):
     assert proc.returncode != 0 and "has no coarse split" in text
     assert "--pipelines data_ingestion,student_training,evaluation" in text
     assert not (project / "data/mapillary").exists()  # stopped before ingestion
+
+
+def test_each_environment_registers_its_models_under_its_own_names():
+    """One ``champion`` alias per registered model: models trained on other data (another
+    environment) never compete for it."""
+    from hmsa.config import project_conf
+    from hmsa.training.config import RoleConfig
+    from tests.conftest import PROJECT_ROOT
+
+    owners: dict[str, str] = {}
+    envs = sorted(p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.is_dir() and p.name != "local")
+    assert {"base", "claims", "cityscapes", "mapillary"} <= set(envs)
+    for env in envs:
+        params = project_conf("parameters", PROJECT_ROOT, None if env == "base" else env)
+        catalog = project_conf("catalog", PROJECT_ROOT, None if env == "base" else env)
+        roles = [r for r in ("teacher", "student") if "AbsentDataset" not in str(catalog.get(f"{r}_model", {}).get("type"))]
+        for role in roles:
+            cfg = RoleConfig.model_validate(params[role])
+            for name in [cfg.registered_model_name, *(cfg.variant(v).registered_model_name for v in cfg.variants)]:
+                assert owners.setdefault(name, env) == env, f"{name} is registered by {owners[name]} and {env}"
+    assert owners["hmsa-student"] == owners["hmsa-teacher"] == "base"  # the default names stay

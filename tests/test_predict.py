@@ -61,7 +61,8 @@ def test_same_labels_as_the_model_predicts(model_file, photos, tmp_path):
     (["{empty}"], "no .png or .jpg images"),
     (["{photos}", "--model", "{tmp}/missing.pt"], "no such file"),
     (["{photos}", "--model", "models:/nothing@champion", "--tracking-uri", "sqlite:///{tmp}/none.db"],
-     "cannot load it from the MLflow store"),
+     "there is no registered model 'nothing'"),
+    (["{photos}", "--tracking-uri", "http://127.0.0.1:9"], "The MLflow tracking server http://127.0.0.1:9 does not answer"),
     (["{photos}", "--model", "{model}", "--scales", "0.5", "2"], "1.0 must be in the list"),
     (["{broken}", "--model", "{model}"], "cannot read this image"),
     (["{photos}", "--model", "{other_classes}"], "the weights do not fit its model"),
@@ -96,3 +97,35 @@ def test_a_mapillary_model_writes_mapillary_ids_and_colours(photos, tmp_path):
     assert np.array_equal(np.asarray(Image.open(out / "street_labelIds.png")), expected)
     colours = np.asarray(Image.open(out / "street_color.png"))
     assert np.array_equal(colours, MAPILLARY.palette[expected])
+
+
+def test_a_registered_model_without_the_alias_is_named_with_the_aliases_it_has(model_file, photos, tmp_path, capsys,
+                                                                                monkeypatch):
+    """The default model is the environment's champion, from the store MLFLOW_TRACKING_URI
+    names; before an evaluation has set it, the error says which aliases exist and what to do."""
+    import mlflow
+
+    from hmsa.tracking import log_and_register
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    try:
+        experiment = mlflow.MlflowClient().create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            log_and_register(checkpoint.load(model_file), "hmsa-student", pip_requirements=[])
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+    # (mlflow.set_tracking_uri sets it too) read through conf/base/mlflow.yml, as kedro run reads it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    out = tmp_path / "out"
+    assert predict.main(["predict", str(photos), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "models:/hmsa-student@champion: hmsa-student has no alias 'champion' (its aliases: newest -> version 1)" in err
+    assert "kedro run --pipelines evaluation" in err and "models:/hmsa-student@newest" in err
+    assert not out.exists()  # nothing written
+    assert predict.main(["predict", str(photos), "--model", "models:/hmsa-student@newest", "--out", str(out),
+                         "--no-progress"]) == 0
+    assert len(list(out.glob("*_labelIds.png"))) == 3

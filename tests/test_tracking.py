@@ -24,7 +24,20 @@ def test_usable_stores_pass(tmp_path):
     check_store("sqlite:///mlflow.db", tmp_path)  # not there yet: MLflow creates it
     mlflow.MlflowClient(f"sqlite:///{tmp_path / 'real.db'}").search_experiments()
     check_store(f"sqlite:///{tmp_path / 'real.db'}", tmp_path)
-    check_store("https://user:pw@mlflow.example.com", tmp_path)  # remote: MLflow's own checks
+    check_store("databricks", tmp_path)  # other stores: MLflow's own checks
+
+
+def test_a_tracking_server_that_answers_passes(tmp_path):
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check_store(f"http://127.0.0.1:{server.server_address[1]}", tmp_path)  # any answer: it runs
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_store_check_closes_its_connection(tmp_path, monkeypatch):
@@ -134,7 +147,8 @@ def test_a_logged_model_loads_quietly_and_predicts_as_the_network(tmp_path, monk
         torch.manual_seed(0)
         model = build_model(ModelConfig(kind="hmsa", **TINY)).eval()
         bundle = {"model_config": model.cfg.model_dump(), "state_dict": model.state_dict()}
-        with mlflow.start_run():
+        experiment = mlflow.MlflowClient().create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
             info = log_and_register(bundle, "hmsa-test", pip_requirements=[])
         uri = f"models:/hmsa-test@{info['alias']}"
         # a fresh process, as `hmsa predict` or `mlflow models serve` loads it (MLflow warns once per process)
@@ -151,3 +165,53 @@ def test_a_logged_model_loads_quietly_and_predicts_as_the_network(tmp_path, monk
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
+
+
+def test_every_command_reads_the_tracking_uri_as_kedro_run_does(tmp_path, monkeypatch):
+    """mlflow.yml's server.mlflow_tracking_uri (default: $MLFLOW_TRACKING_URI, else the embedded
+    sqlite store, made absolute against the project), conf/<env> over conf/base."""
+    import shutil
+
+    from hmsa.tracking import champion_uri, tracking_uri
+    from tests.conftest import PROJECT_ROOT
+
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copy2(PROJECT_ROOT / "pyproject.toml", project)
+    (project / "notebooks").mkdir()
+    (project / "conf" / "local").mkdir()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(project) == f"sqlite:///{project / 'mlflow.db'}"
+    assert tracking_uri(project / "notebooks") == f"sqlite:///{project / 'mlflow.db'}"  # from any folder of it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(project) == "http://127.0.0.1:5000"
+    (project / "conf" / "team").mkdir()
+    (project / "conf" / "team" / "mlflow.yml").write_text("server:\n  mlflow_tracking_uri: https://mlflow.example.org\n")
+    assert tracking_uri(project, env="team") == "https://mlflow.example.org"
+    # each environment's champion is its own student's
+    assert champion_uri(project) == "models:/hmsa-student@champion"
+    assert champion_uri(project, env="claims") == "models:/hmsa-student-claims@champion"
+
+
+def test_an_unreachable_tracking_server_is_named_without_its_credentials(tmp_path):
+    with pytest.raises(StoreError, match=r"tracking server http://\*\*\*@127.0.0.1:9 does not answer.*MLFLOW_TRACKING_URI"
+                       ) as err:
+        check_store("http://alice:s3cret@127.0.0.1:9", tmp_path)
+    assert "s3cret" not in str(err.value)
+
+
+def test_an_experiment_dvc_runs_in_a_copy_logs_to_the_store_of_the_repository_it_came_from(tmp_path):
+    """Queued and --temp `dvc exp run`s run in a copy that DVC deletes afterwards: a relative
+    embedded store there would take the runs with it."""
+    from hmsa.tracking import parent_store
+
+    repo, copy = tmp_path / "repo", tmp_path / "copy"
+    repo.mkdir()
+    copy.mkdir()
+    moved = parent_store("sqlite:///mlflow.db", copy, repo, "hmsa")
+    assert moved == f"sqlite:///{repo / 'mlflow.db'}"
+    experiment = mlflow.MlflowClient(moved).get_experiment_by_name("hmsa")
+    assert experiment.artifact_location == (repo / "mlruns").as_uri()  # artifacts stay with the repository too
+    assert parent_store("sqlite:///mlflow.db", repo, repo, "hmsa") is None  # not a copy
+    assert parent_store(f"sqlite:///{tmp_path / 'abs.db'}", copy, repo, "hmsa") is None  # an absolute store stays
+    assert parent_store("http://127.0.0.1:5000", copy, repo, "hmsa") is None  # a server is shared anyway

@@ -222,6 +222,9 @@ def _read(path: str | Path, label_ids: bool = False) -> np.ndarray:
     return CITYSCAPES.train_ids(array) if label_ids else array
 
 
+NO_TRUTH = "no held-out fine labels for these images: coverage and accuracy cannot be measured"
+
+
 def quality(rows: pd.DataFrame, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)) -> dict[str, pd.DataFrame]:
     """Coverage and accuracy of auto-labels (and of human coarse labels) against held-out fine truth.
 
@@ -252,10 +255,12 @@ def quality(rows: pd.DataFrame, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
             stats[src]["labelled"] += np.bincount(fine[has], minlength=NUM_CLASSES)[:NUM_CLASSES]
             stats[src]["correct"] += np.bincount(fine[has & (labels == fine)], minlength=NUM_CLASSES)[:NUM_CLASSES]
     summary, per_class = [], []
+    # real coarse sets (Cityscapes' train_extra) have no fine truth: then nothing can be measured
+    note = "" if total else NO_TRUTH
     for src, s in stats.items():
         labelled, correct = int(s["labelled"].sum()), int(s["correct"].sum())
         summary.append({"source": src, "coverage": labelled / total if total else np.nan,
-                        "accuracy": correct / labelled if labelled else np.nan, "pixels": total})
+                        "accuracy": correct / labelled if labelled else np.nan, "pixels": total, "note": note})
         for c, name in enumerate(TRAIN_CLASS_NAMES):
             if fine_pixels[c]:
                 per_class.append({"source": src, "class_name": name,
@@ -291,7 +296,6 @@ class AutoLabelConfig(BaseModel):
     readers: int = Field(1, ge=0)
     writers: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    output_dir: str = "data/04_feature/auto_labels"
     sweep_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
     panels: int = Field(4, ge=0)
     progress_bar: bool = True

@@ -137,11 +137,9 @@ TEACHER_SECTIONS = ("data", "teacher", "auto_labeling")
 
 def _config(env: str, key: str) -> dict:
     """The environment's merged configuration ``key``, as ``kedro run --env env`` reads it."""
-    from kedro.config import OmegaConfigLoader
+    from hmsa.config import project_conf
 
-    from hmsa.settings import CONFIG_LOADER_ARGS
-
-    return OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": env})[key]
+    return project_conf(key, ".", env)
 
 
 def _parameters(env: str) -> dict:
@@ -237,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"seed {seed}: the teacher and its auto-labels are kept (their setup is unchanged)", flush=True)
             resumed = []  # the models that go on from a checkpoint: then the seconds are not a whole seed's
             if whole:
-                teacher_dir = Path(_parameters(args.env)["teacher"]["trainer"]["checkpoint_dir"])
+                teacher_dir = Path(_parameters(args.env)["paths"]["checkpoints"]) / "teacher"
                 fresh_checkpoints(teacher_dir, teacher_setup)
                 resumed += ["teacher"] if (teacher_dir / "last.pt").is_file() else []
             seed_dir = data_dir / "06_models" / "checkpoints" / f"seed_{seed}"

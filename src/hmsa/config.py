@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from omegaconf.resolvers import oc
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 Model = TypeVar("Model", bound=BaseModel)
+
+#: how Kedro loads conf/ (settings.py), and how hmsa's own commands read it the same way.
+#: soft: an environment's parameter files (conf/claims) override single keys of conf/base.
+#: oc.env: conf/cityscapes reads $CITYSCAPES_DATASET, mlflow.yml $MLFLOW_TRACKING_URI (Kedro
+#: enables oc.env for credentials only unless a project registers it)
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft"},
+    "custom_resolvers": {"oc.env": oc.env},
+}
+
+
+class PathsConfig(BaseModel):
+    """Where the workflow writes the folders its stages make (``paths:``).
+
+    Locations, not experiment settings: they live apart from the parameter files DVC tracks,
+    because they are built from Kedro's ``${globals:data_dir}``, which DVC cannot read.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: SynthCity is generated here (data.source: synthetic)
+    synthcity: str = "data/01_raw/synthcity"
+    #: Mapillary Vistas is converted here (data.source: mapillary)
+    mapillary: str = "data/02_intermediate/mapillary"
+    #: the auto-labels' PNGs: the folder of the catalog's ``auto_labels``
+    auto_labels: str = "data/04_feature/auto_labels"
+    #: training checkpoints, one folder per model (``<checkpoints>/<role>``)
+    checkpoints: str = "data/06_models/checkpoints"
+
+
+#: parameters that moved to ``paths:``: an old configuration is told where they went
+MOVED = {
+    "data.synthetic_root": "paths.synthcity",
+    "data.converted_root": "paths.mapillary",
+    "auto_labeling.output_dir": "paths.auto_labels",
+}
 
 
 class ParameterError(ValueError):
@@ -32,7 +72,9 @@ def parse_params(model: type[Model], raw: Any, key: str, conf_file: str | None =
         for e in err.errors():
             where = ".".join(str(p) for p in (key, *e["loc"]))
             msg = e["msg"]
-            if e["type"] == "extra_forbidden":
+            if e["type"] == "extra_forbidden" and where in MOVED:
+                msg = f"moved: set {MOVED[where]} instead (conf/base/parameters_paths.yml)"
+            elif e["type"] == "extra_forbidden":
                 msg = "unknown parameter (a typo?)"
             elif "input" in e and e["type"] not in ("missing", "value_error"):
                 msg = f"{msg} (got {e['input']!r})"
@@ -56,6 +98,7 @@ def parameter_blocks() -> dict[str, tuple[type[BaseModel], str]]:
         "auto_labeling": (AutoLabelConfig, "conf/base/parameters_auto_labeling.yml"),
         "student": (RoleConfig, "conf/base/parameters_student_training.yml"),
         "evaluation": (EvaluationConfig, "conf/base/parameters_evaluation.yml"),
+        "paths": (PathsConfig, "conf/base/parameters_paths.yml"),
     }
 
 
@@ -81,3 +124,15 @@ def parse_block(key: str, raw: Any) -> BaseModel:
     """The top-level parameter block ``key`` (``data``, ``teacher``, ...), validated."""
     model, conf_file = parameter_blocks()[key]
     return parse_params(model, raw, key, conf_file)
+
+
+def project_conf(key: str, project: Path | str = ".", env: str | None = None) -> dict[str, Any]:
+    """The project's configuration ``key`` (``parameters``, ``mlflow``, ``globals``...) as
+    ``kedro run --env env`` sees it: conf/base, then conf/<env> (conf/local by default), with
+    the project's resolvers (``${oc.env:...}``, ``${globals:...}``)."""
+    from kedro.config import OmegaConfigLoader
+
+    args = {**CONFIG_LOADER_ARGS, "default_run_env": env or CONFIG_LOADER_ARGS["default_run_env"]}
+    loader = OmegaConfigLoader(str(Path(project) / "conf"), **args)
+    loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
+    return loader[key]

@@ -1,9 +1,10 @@
 """Kedro hooks: check parameters and the MLflow store before anything runs; tag every MLflow
-run with what it was made from; one writer under torchrun."""
+run with what it was made from (code, data, environment, DVC experiment); one writer under torchrun."""
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import mlflow
@@ -21,6 +22,11 @@ TAG_GIT_COMMIT = "hmsa.git_commit"
 TAG_RAW_DATA_HASH = "hmsa.raw_data.dvc_md5"
 TAG_RAW_DATA_SOURCE = "hmsa.raw_data.source"
 TAG_RAW_DATA_ROOT = "hmsa.raw_data.root"
+TAG_KEDRO_ENV = "hmsa.kedro_env"
+#: the DVC experiment that ran this pipeline (``dvc exp run``): a row of ``dvc exp show`` finds
+#: its MLflow runs with ``tags.dvc_experiment = '<name>'``. No dots: MLflow's search needs none.
+TAG_DVC_EXPERIMENT = "dvc_experiment"
+TAG_DVC_BASELINE = "dvc_baseline_rev"
 
 
 class PreflightHook:
@@ -41,9 +47,20 @@ class PreflightHook:
         if "mlflow" not in loader.config_patterns:
             loader.config_patterns["mlflow"] = ["mlflow*", "mlflow*/**", "**/mlflow*"]
         try:
-            uri = (loader["mlflow"].get("server") or {}).get("mlflow_tracking_uri")
+            mlflow_conf = loader["mlflow"]
         except Exception:  # no mlflow.yml: kedro-mlflow's defaults, checked by MLflow itself
-            uri = None
+            return
+        uri = (mlflow_conf.get("server") or {}).get("mlflow_tracking_uri")
+        parent = os.environ.get("DVC_ROOT")  # the repository a queued or --temp `dvc exp run` came from
+        if uri and parent and "MLFLOW_TRACKING_URI" not in os.environ:
+            from hmsa.tracking import parent_store
+
+            name = ((mlflow_conf.get("tracking") or {}).get("experiment") or {}).get("name") or "Default"
+            moved = parent_store(str(uri), context.project_path, parent, name)
+            if moved:
+                # mlflow.yml reads it first: kedro-mlflow, the next hook, logs there
+                os.environ["MLFLOW_TRACKING_URI"] = uri = moved
+                log.info("DVC runs this experiment in a copy of the project: MLflow logs to %s", moved)
         if uri:
             check_store(str(uri), context.project_path)
 
@@ -79,7 +96,14 @@ class ProvenanceHook:
         if commit:
             mlflow.set_tags({TAG_GIT_COMMIT: commit, "mlflow.source.git.commit": commit.removesuffix("-dirty")})
         names = run_params.get("pipeline_names") or ["__default__"]
-        mlflow.set_tag("mlflow.runName", run_name(names, list(pipelines)))
+        name = run_name(names, list(pipelines))
+        mlflow.set_tag(TAG_KEDRO_ENV, run_params.get("env") or "local")
+        experiment = os.environ.get("DVC_EXP_NAME")  # set by DVC for the stages of `dvc exp run`
+        if experiment:
+            mlflow.set_tags({TAG_DVC_EXPERIMENT: experiment,
+                             TAG_DVC_BASELINE: os.environ.get("DVC_EXP_BASELINE_REV", "")})
+            name = f"{name} [{experiment}]"
+        mlflow.set_tag("mlflow.runName", name)
         if "raw_data_info" not in pipeline.all_outputs() and catalog.exists("raw_data_info"):
             self._tag_raw_data(catalog.load("raw_data_info"))
 

@@ -3,17 +3,18 @@
     hmsa predict photos/ --out predictions/
     hmsa predict a.jpg b.png --model data/06_models/student.pt --scales 0.5 1 2 --flip
 
-The model comes from an MLflow URI (default ``models:/hmsa-student@champion``, from the
-project's ``mlflow.db`` unless ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` says otherwise)
-or from a model bundle / checkpoint file. For each image ``<stem>``, it writes
-``<stem>_color.png`` (trainId colours), ``<stem>_labelIds.png`` (Cityscapes label ids) and,
-for HMSA models, ``<stem>_attention.png`` (each scale's attention over the image).
+The model comes from an MLflow URI (default: the champion student of the project's
+environment, ``models:/hmsa-student@champion``) or from a model bundle / checkpoint file.
+MLflow models come from the store ``kedro run`` uses: ``MLFLOW_TRACKING_URI`` or the
+project's mlflow.yml (``--env`` picks conf/<env>), unless ``--tracking-uri`` names another.
+For each image ``<stem>``, it writes ``<stem>_color.png`` (trainId colours),
+``<stem>_labelIds.png`` (Cityscapes label ids) and, for HMSA models, ``<stem>_attention.png``
+(each scale's attention over the image).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,8 +53,10 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
     return images
 
 
-def load_model(source: str, tracking_uri: str | None = None) -> torch.nn.Module:
-    """A Segmenter from an MLflow model URI or a model bundle / checkpoint file."""
+def load_model(source: str, tracking_uri: str | None = None, env: str | None = None) -> torch.nn.Module:
+    """A Segmenter from an MLflow model URI or a model bundle / checkpoint file. MLflow models
+    come from ``tracking_uri``, else from the store ``kedro run --env env`` uses
+    (``hmsa.tracking.tracking_uri``)."""
     from hmsa.serving import ModelMismatchError, model_from_bundle
     from hmsa.training import checkpoint
 
@@ -73,19 +76,24 @@ def load_model(source: str, tracking_uri: str | None = None) -> torch.nn.Module:
         except ModelMismatchError as err:
             raise PredictError(str(err)) from None
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (
-        "sqlite:///mlflow.db" if Path("mlflow.db").is_file() else None)
-    if uri:
-        mlflow.set_tracking_uri(uri)
+    from hmsa import tracking
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    else:
+        tracking.use_project_store(env=env)
     try:
-        return mlflow.pyfunc.load_model(source).unwrap_python_model().model
-    except (MlflowException, OSError) as err:
+        tracking.check_store(mlflow.get_tracking_uri())
+    except tracking.StoreError as err:
+        raise PredictError(f"--model {source}: {err}") from None
+    try:
+        return tracking.load_segmenter(source)
+    except tracking.ModelNotFoundError as err:
         raise PredictError(
-            f"--model {source}: cannot load it from the MLflow store {mlflow.get_tracking_uri()} ({err}). "
-            "Run `make run` first (it registers and evaluates the models), pass --tracking-uri, "
-            "or give a model file with --model data/06_models/student.pt"
+            f"--model {err} Run `make run` first (it trains, registers and evaluates the models), pass "
+            "--tracking-uri, or give a model file with --model data/06_models/student.pt"
         ) from None
 
 
@@ -169,20 +177,27 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("predict", help="segment your own images", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files (png, jpg) or folders of them")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"MLflow model URI or model file (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=None,
+                   help=f"MLflow model URI or model file (default: the environment's champion, {DEFAULT_MODEL})")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default predictions/)")
     p.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="inference scales, with 1.0")
     p.add_argument("--flip", action="store_true", help="also predict the mirrored image and average")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images only)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db when present)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow store (default: MLFLOW_TRACKING_URI, else the project's mlflow.yml: sqlite:///mlflow.db)")
+    p.add_argument("--env", default=None, help="the Kedro environment whose store and model names to use (default: local)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         if args.batch_size < 1:
             raise PredictError(f"--batch-size must be at least 1, got {args.batch_size}")
         images = find_images(args.inputs)
-        model = load_model(args.model, args.tracking_uri)
+        if args.model is None:
+            from hmsa.tracking import champion_uri
+
+            args.model = champion_uri(env=args.env)
+        model = load_model(args.model, args.tracking_uri, args.env)
         written = predict(images, model, args.out, args.scales, args.flip, args.device, args.batch_size,
                           not args.no_progress)
     except PredictError as err:

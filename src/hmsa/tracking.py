@@ -39,13 +39,110 @@ def without_credentials(uri: str) -> str:
     return re.sub(r"(?<=://)[^/@]*@", "***@", uri)
 
 
-def check_store(uri: str, project_path: Path | str = ".") -> None:
-    """Fail early, with what to do, when the local MLflow store at ``uri`` is unusable.
+#: the embedded store, when neither mlflow.yml nor $MLFLOW_TRACKING_URI names another
+EMBEDDED_STORE = "sqlite:///mlflow.db"
 
-    Checks ``sqlite:///`` files (a real, readable SQLite database in a writable folder) and
-    local folder stores; remote stores (http, databricks, ...) are left to MLflow.
+
+def project_root(start: Path | str | None = None) -> Path | None:
+    """The Kedro project that holds ``start`` (the current folder by default), or None."""
+    from kedro.utils import find_kedro_project
+
+    return find_kedro_project(Path(start or Path.cwd()).resolve())
+
+
+def tracking_uri(project: Path | str | None = None, env: str | None = None, key: str = "mlflow_tracking_uri") -> str:
+    """The tracking URI, read as ``kedro run --env env`` reads it: ``server.mlflow_tracking_uri``
+    of the project's mlflow.yml, which defaults to ``$MLFLOW_TRACKING_URI`` and then to the
+    embedded ``sqlite:///mlflow.db``. A relative store is made absolute against the project, so
+    that every command finds the same one from any folder. Outside a Kedro project:
+    ``$MLFLOW_TRACKING_URI``, else MLflow's default. ``key="mlflow_registry_uri"``: the
+    registry's, the tracking store's unless mlflow.yml names another.
+
+    ``hmsa predict``, the notebook and ``kedro mlflow ui`` read it this way, as kedro-mlflow does.
+    """
+    from hmsa.config import project_conf
+
+    root = project_root(project)
+    if root is None:
+        return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    server = project_conf("mlflow", root, env).get("server") or {}
+    uri = server.get(key) or server.get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or EMBEDDED_STORE
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite" and not Path(unquote(parsed.path[1:])).is_absolute():
+        return f"sqlite:///{root / unquote(parsed.path[1:])}"
+    if parsed.scheme == "" and not Path(uri).is_absolute():
+        return (root / uri).as_uri()
+    return uri
+
+
+def use_project_store(project: Path | str | None = None, env: str | None = None) -> str:
+    """Point this process's MLflow at the project's tracking store and registry (as
+    ``tracking_uri`` reads them); returns the tracking URI."""
+    uri = tracking_uri(project, env)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(tracking_uri(project, env, "mlflow_registry_uri"))
+    return uri
+
+
+def parent_store(uri: str, project_path: Path | str, parent: Path | str, experiment: str) -> str | None:
+    """The store a run should log to when DVC runs it in a copy of the project at
+    ``project_path`` (a queued or ``--temp`` ``dvc exp run``; ``parent`` is the repository it
+    came from): a relative embedded store would be deleted with the copy, so the parent's
+    instead, with ``experiment`` keeping its artifacts beside it. None when nothing moves
+    (the project itself, or a store that is not a relative sqlite file)."""
+    parsed = urlparse(uri)
+    relative = unquote(parsed.path[1:])
+    if parsed.scheme != "sqlite" or Path(relative).is_absolute():
+        return None
+    parent = Path(parent).resolve()
+    if parent == Path(project_path).resolve():
+        return None
+    moved = f"sqlite:///{parent / relative}"
+    client = MlflowClient(moved)
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment, artifact_location=(parent / "mlruns").as_uri())
+    return moved
+
+
+def champion_uri(project: Path | str | None = None, env: str | None = None) -> str:
+    """``models:/<the student's registered name>@<champion alias>`` of the project's
+    environment ``env`` (each environment registers its models under its own names)."""
+    from hmsa.config import project_conf
+
+    root = project_root(project)
+    params = project_conf("parameters", root, env) if root else {}
+    name = (params.get("student") or {}).get("registered_model_name") or "hmsa-student"
+    alias = (params.get("evaluation") or {}).get("champion_alias") or "champion"
+    return f"models:/{name}@{alias}"
+
+
+def _check_server(uri: str) -> None:
+    """A tracking server that does not answer would make MLflow retry for minutes: ask its
+    health endpoint once, with a short timeout, and say what to do."""
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=10)
+    except requests.RequestException as err:
+        raise StoreError(
+            f"The MLflow tracking server {without_credentials(uri)} does not answer "
+            f"({type(err).__name__}: {without_credentials(str(err))[:300]}). Start it (mlflow server ...), or point "
+            "MLFLOW_TRACKING_URI or server.mlflow_tracking_uri in conf/<env>/mlflow.yml at one that runs "
+            f"(unset MLFLOW_TRACKING_URI for the project's embedded store, {EMBEDDED_STORE})."
+        ) from None
+
+
+def check_store(uri: str, project_path: Path | str = ".") -> None:
+    """Fail early, with what to do, when the MLflow store at ``uri`` is unusable.
+
+    Checks ``sqlite:///`` files (a real, readable SQLite database in a writable folder), local
+    folder stores, and that an http(s) tracking server answers; others (databricks, ...) are
+    left to MLflow.
     """
     parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        _check_server(uri)
+        return
     if parsed.scheme == "sqlite":
         path = Path(unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path))
     elif parsed.scheme in ("", "file"):
@@ -147,6 +244,57 @@ def claim_run(run_id: str, client: MlflowClient | None = None) -> list[str]:
             client.set_terminated(run.info.run_id, "KILLED")
             ended.append(run.info.run_id)
     return ended
+
+
+class ModelNotFoundError(LookupError):
+    """A registered model, alias or version is not in the store; the message says what is."""
+
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
+
+
+def _missing(model_uri: str, client: MlflowClient) -> str | None:
+    """What ``model_uri`` names that the registry lacks, or None when it has it all."""
+    from mlflow.exceptions import MlflowException
+
+    match = _MODEL_URI.match(model_uri)
+    if not match:
+        return None
+    name, alias, version = match["name"], match["alias"], match["version"]
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models(max_results=50))
+        return (f"there is no registered model {name!r} (registered: {', '.join(names) or 'none'}). Train it first "
+                "(kedro run), or point --tracking-uri / MLFLOW_TRACKING_URI at the store that has it")
+    aliases = dict(model.aliases or {})
+    listing = ", ".join(f"{a} -> version {v}" for a, v in sorted(aliases.items())) or "none"
+    if alias and alias not in aliases:
+        hint = (f" {alias!r} is set by the evaluation pipeline (kedro run --pipelines evaluation)."
+                if alias == "champion" else "")
+        usable = next(iter(sorted(aliases)), None)
+        instead = f"models:/{name}@{usable}" if usable else f"models:/{name}/<version>"
+        return f"{name} has no alias {alias!r} (its aliases: {listing}).{hint} Or name one it has: {instead}"
+    if version and version not in {v.version for v in client.search_model_versions(f"name = '{name}'")}:
+        return f"{name} has no version {version} (its aliases: {listing})"
+    return None
+
+
+def load_segmenter(model_uri: str):
+    """The Segmenter of an MLflow pyfunc model (``models:/NAME@ALIAS``, ``runs:/...``), from
+    the current tracking store. A missing model, alias or version is named, with what the
+    registry has and what to do."""
+    from mlflow.exceptions import MlflowException
+
+    store = without_credentials(mlflow.get_tracking_uri())
+    try:
+        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    except (MlflowException, OSError) as err:
+        try:
+            what = _missing(model_uri, MlflowClient())
+        except MlflowException:
+            what = None
+        raise ModelNotFoundError(f"{model_uri}: {what or f'cannot load it ({err})'} [MLflow store: {store}]") from None
 
 
 def signature() -> ModelSignature:

@@ -65,8 +65,18 @@ def test_metrics_for_dvc_and_mlflow(evaluated):
     metrics, mlflow_metrics, per_class = nodes.report(results)
     best = results.loc[results["miou"].idxmax()]
     assert metrics["best"] == {"model": best["model"], "setting": best["setting"], "miou": round(best["miou"], 6)}
-    assert len(metrics["miou"]) == len(results)
     value = results.query("model == 'student' and setting == 'hierarchical/0.5-1.0-2.0'")["miou"].iloc[0]
+    # the headline: per model, 1.0 and its own fusion on [0.5, 1, 2], and its best setting
+    assert sorted(metrics) == sorted(["best", *results["model"].unique()])
+    assert metrics["student"]["miou_multiscale"] == round(value, 6)
+    assert metrics["student_explicit"]["miou_multiscale"] == round(
+        results.query("model == 'student_explicit' and setting == 'explicit/0.5-1.0-2.0'")["miou"].iloc[0], 6)
+    assert metrics["student_single"]["miou_multiscale"] == round(
+        results.query("model == 'student_single' and setting == 'average/0.5-1.0-2.0'")["miou"].iloc[0], 6)
+    for model, rows in results.groupby("model"):
+        assert metrics[model]["miou_1x"] == round(rows.query("setting == 'single/1.0'")["miou"].iloc[0], 6)
+        assert metrics[model]["best_setting"] == rows.loc[rows["miou"].idxmax(), "setting"]
+    assert sum(len(v) for v in metrics.values()) <= 4 * results["model"].nunique() + 3  # fits a screen
     assert mlflow_metrics["mIoU/student/hierarchical/0.5-1.0-2.0"] == {"value": value, "step": 0}
     assert "mIoU/student/hierarchical/0.5-1.0-2.0/flip" in mlflow_metrics
     assert all(math.isfinite(m["value"]) for m in mlflow_metrics.values())

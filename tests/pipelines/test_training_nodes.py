@@ -106,14 +106,24 @@ def test_variants_train_the_baselines_beside_the_student(ingested, tmp_path):
               "trainer": {"epochs": 1, "batch_size": 2, "crop": [32, 32], "num_workers": 0, "progress_bar": False,
                           "checkpoint_dir": str(tmp_path / "ckpt")}}
     bundles, metrics, registry = _training.train_variants(params, "student", *ingested)
-    assert sorted(bundles) == sorted(metrics) == sorted(registry) == ["human", "single"]
+    assert sorted(bundles) == sorted(registry) == ["human", "single"]
+    assert sorted(metrics) == ["student_human", "student_single"]  # named as the evaluation names them
     assert bundles["single"]["model_config"]["kind"] == "single"
     assert bundles["human"]["model_config"]["kind"] == "hmsa"
     assert registry["single"] == {"registered_model": "m-single", "version": None}  # no MLflow run is active
     assert sorted(p.name for p in tmp_path.glob("ckpt*")) == ["ckpt-human", "ckpt-single"]
-    assert metrics["human"]["epochs"] == metrics["single"]["epochs"] == 1
+    assert metrics["student_human"]["epochs"] == metrics["student_single"]["epochs"] == 1
 
 
 def test_unknown_variant_is_named(ingested):
     with pytest.raises(ParameterError, match="student.variants"):
         _training.train_variants({**PARAMS, "variants": ["average"]}, "student", *ingested)
+
+
+def test_checkpoints_go_under_paths_unless_the_trainer_names_a_folder(tmp_path):
+    cfg = _training.role_config(PARAMS, "student", {"checkpoints": str(tmp_path)})
+    assert cfg.trainer.checkpoint_dir == str(tmp_path / "student")
+    assert cfg.variant("single").trainer.checkpoint_dir == str(tmp_path / "student-single")
+    own = _training.role_config({**PARAMS, "trainer": {"checkpoint_dir": "elsewhere"}}, "student",
+                                {"checkpoints": str(tmp_path)})
+    assert own.trainer.checkpoint_dir == "elsewhere"

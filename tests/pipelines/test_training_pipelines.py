@@ -9,22 +9,34 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.helpers import copy_project, run, tiny_parameters, tiny_training
+from hmsa.data.labels import CITYSCAPES
+from tests.helpers import copy_project, free_port, mlflow_server, run, server, tiny_parameters, tiny_training
 
 
 @pytest.mark.slow
-def test_chain_trains_registers_and_reloads_models(tmp_path):
-    project = copy_project(tmp_path)
+def test_chain_against_a_tracking_server_trains_registers_and_serves_the_champion(tmp_path, monkeypatch):
+    """The whole chain against a real `mlflow server` on loopback (registry, proxied artifacts),
+    as a team shares one: MLFLOW_TRACKING_URI is the only setting. Runs, models, the champion
+    alias, `hmsa predict`, `mlflow models serve` and the notebook all go through the server."""
+    project = copy_project(tmp_path / "project")
     tiny_parameters(project)
     tiny_training(project, teacher={"devices": 2})  # the teacher under DDP: 2 CPU processes, gloo
     student = project / "conf/base/parameters_student_training.yml"
     params = yaml.safe_load(student.read_text())
     params["student"]["variants"] = ["single", "explicit", "human"]  # the paper's baselines, for the evaluation
     student.write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["kedro", "run"], project)  # the default chain
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for this process and the notebook's kernel
+        run(["kedro", "run"], project, env={"MLFLOW_TRACKING_URI": uri})  # the default chain
+        # nothing stored locally: runs, models and artifacts are the server's
+        assert not (project / "mlflow.db").exists() and not (project / "mlruns").exists()
+        _check_the_chain(project, uri)
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+def _check_the_chain(project, uri):
+    client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("hmsa")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1  # one kedro run, one MLflow run, DDP included
     only = runs[0]
@@ -36,23 +48,21 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
         assert (project / f"data/08_reporting/{role}_training_curve.csv").is_file()
     assert sorted(p.name for p in (project / "data/06_models/checkpoints/teacher").iterdir()) == ["best.pt", "last.pt"]
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    try:
-        for name in ("hmsa-teacher", "hmsa-student"):
-            version = client.get_model_version_by_alias(name, "newest")
-            assert version.run_id == only.info.run_id
-        model = mlflow.pyfunc.load_model("models:/hmsa-student@newest")
-        image = np.array(Image.open(sorted((project / "data/01_raw/synthcity/leftImg8bit/val").rglob("*.png"))[0]))
-        labels = model.predict(image[None], params={"scales": [0.5, 1.0, 2.0], "flip": True})
-        assert labels.shape == (1, *image.shape[:2]) and labels.dtype == np.uint8 and labels.max() < 19
-    finally:
-        mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name in ("hmsa-teacher", "hmsa-student"):
+        version = client.get_model_version_by_alias(name, "newest")
+        assert version.run_id == only.info.run_id
+    model = mlflow.pyfunc.load_model("models:/hmsa-student@newest")
+    image = np.array(Image.open(sorted((project / "data/01_raw/synthcity/leftImg8bit/val").rglob("*.png"))[0]))
+    labels = model.predict(image[None], params={"scales": [0.5, 1.0, 2.0], "flip": True})
+    assert labels.shape == (1, *image.shape[:2]) and labels.dtype == np.uint8 and labels.max() < 19
 
     # evaluation: every model in the table and in MLflow, champions aliased
     results = pd.read_csv(project / "data/08_reporting/evaluation_results.csv")
     models = ["teacher", "student", "student_single", "student_explicit", "student_human"]
     assert list(results["model"].unique()) == models
-    metrics = only.data.metrics
+    metrics = client.get_run(only.info.run_id).data.metrics
     assert "mIoU/student/hierarchical/0.5-1.0-2.0" in metrics and "mIoU/student_single/average/0.5-1.0-2.0/flip" in metrics
     assert metrics["best_mIoU"] == pytest.approx(results["miou"].max())
     artifacts = {a.path for a in client.list_artifacts(only.info.run_id, "evaluation")}
@@ -65,24 +75,31 @@ def test_chain_trains_registers_and_reloads_models(tmp_path):
         assert float(version.tags["hmsa.val_miou"]) == pytest.approx(results.query("model == @label")["miou"].max(),
                                                                      abs=1e-6)
     assert len(list((project / "data/07_model_output/cityscapes_results").rglob("*_pred_labelIds.png"))) == 2
-    _serve_champion_and_query_it(project, image)
+
+    # the champion from the server: `hmsa predict` (its default model), `mlflow models serve`, the notebook
+    val = sorted((project / "data/01_raw/synthcity/leftImg8bit/val").rglob("*.png"))[0]
+    run(["hmsa", "predict", str(val), "--out", "predictions", "--no-progress"], project, env={"MLFLOW_TRACKING_URI": uri})
+    predicted = CITYSCAPES.train_ids(np.asarray(Image.open(project / "predictions" / f"{val.stem}_labelIds.png")))
+    champion = mlflow.pyfunc.load_model("models:/hmsa-student@champion")
+    assert np.array_equal(predicted, champion.predict(image[None], params={"scales": [0.5, 1.0, 2.0]})[0])
+    _serve_champion_and_query_it(project, image, uri)
     _execute_the_notebook(project)
 
     # auto-labels: 3 PNGs per coarse image, a manifest the student read, a quality report
     assert len(list((project / "data/04_feature/auto_labels").rglob("*_autoLabelTrainIds.png"))) == 4
-    assert json.loads((project / "data/08_reporting/metrics/auto_labeling.json").read_text())["human"]["accuracy"] == 1.0
+    quality = json.loads((project / "data/08_reporting/metrics/auto_labeling.json").read_text())
+    assert quality["human_coarse"]["accuracy"] == 1.0 and quality["auto_labels"]["images"] == 4
     info = json.loads((project / "data/04_feature/auto_labels_info.json").read_text())
     assert info["teacher_source"] == "catalog"
     labels = sorted((project / "data/04_feature/auto_labels").rglob("*_autoLabelTrainIds.png"))
     mtimes = [p.stat().st_mtime_ns for p in labels]
     # the teacher from the registry is the catalog's teacher: its labels are kept, nothing is relabelled
     run(["kedro", "run", "--pipelines", "auto_labeling", "--params", "auto_labeling.teacher=models:/hmsa-teacher@newest"],
-        project)
+        project, env={"MLFLOW_TRACKING_URI": uri})
     again = json.loads((project / "data/04_feature/auto_labels_info.json").read_text())
     assert again["teacher_source"] == "models:/hmsa-teacher@newest"
     assert again["teacher_digest"] == info["teacher_digest"]
     assert [p.stat().st_mtime_ns for p in labels] == mtimes
-
 
 
 @pytest.mark.slow
@@ -122,51 +139,23 @@ def test_torchrun_two_processes_one_writer(tmp_path):
     pd.testing.assert_frame_equal(shared_table, pd.read_csv(project / "data/08_reporting/evaluation_results.csv"))
 
 
-def _serve_champion_and_query_it(project, image):
-    """`mlflow models serve` on loopback answers an image with the label map the model gives."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
+def _serve_champion_and_query_it(project, image, uri):
+    """`mlflow models serve` on loopback, the champion from the tracking server ``uri``,
+    answers an image with the label map the model gives."""
     import requests
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", "models:/hmsa-student@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, f"the server stopped:\n{server.stdout.read()[-3000:]}"
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /ping within 180 s"
-            time.sleep(1)
+    port = free_port()
+    cmd = ["mlflow", "models", "serve", "-m", "models:/hmsa-student@champion", "--env-manager", "local",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with server(cmd, f"http://127.0.0.1:{port}/ping", project, project / "serve.log", timeout=180,
+                env={"MLFLOW_TRACKING_URI": uri}):
         body = {"inputs": image[None].tolist(), "params": {"scales": [0.5, 1.0], "flip": False}}
         reply = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=120)
-        assert reply.status_code == 200, reply.text[:2000]
-        served = np.asarray(reply.json()["predictions"], dtype=np.uint8)
-        mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-        try:
-            local = mlflow.pyfunc.load_model("models:/hmsa-student@champion").predict(
-                image[None], params={"scales": [0.5, 1.0], "flip": False})
-        finally:
-            mlflow.set_tracking_uri(None)
-        assert served.shape == (1, *image.shape[:2]) and np.array_equal(served, local)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert reply.status_code == 200, reply.text[:2000]
+    served = np.asarray(reply.json()["predictions"], dtype=np.uint8)
+    local = mlflow.pyfunc.load_model("models:/hmsa-student@champion").predict(
+        image[None], params={"scales": [0.5, 1.0], "flip": False})
+    assert served.shape == (1, *image.shape[:2]) and np.array_equal(served, local)
 
 
 def _execute_the_notebook(project):

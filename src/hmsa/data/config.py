@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hmsa.config import PathsConfig
 from hmsa.data.cityscapes import LABEL_KINDS
 from hmsa.data.mapillary import MapillarySpec
 from hmsa.data.synthetic import SynthCitySpec
@@ -15,18 +16,16 @@ from hmsa.data.synthetic import SynthCitySpec
 class DataConfig(BaseModel):
     """Where the raw Cityscapes-layout tree comes from and how it is checked.
 
-    synthetic: SynthCity, generated; cityscapes: a Cityscapes tree; mapillary: Mapillary
-    Vistas, converted into ``converted_root`` first (``hmsa.data.mapillary``)."""
+    synthetic: SynthCity, generated into ``paths.synthcity``; cityscapes: a Cityscapes tree;
+    mapillary: Mapillary Vistas, converted into ``paths.mapillary`` first (``hmsa.data.mapillary``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: Literal["synthetic", "cityscapes", "mapillary"] = "synthetic"
     cityscapes_root: str | None = None
-    synthetic_root: str = "data/01_raw/synthcity"
     synthetic: SynthCitySpec = Field(default_factory=SynthCitySpec)
     mapillary_root: str | None = None
     mapillary: MapillarySpec = Field(default_factory=MapillarySpec)
-    converted_root: str = "data/02_intermediate/mapillary"
     #: split -> label kinds it must have; a split set to null is left out (an environment
     #: drops a split of conf/base that way)
     splits: dict[str, list[str] | None] = Field(
@@ -74,8 +73,6 @@ class DataConfig(BaseModel):
         """The label set of the source's label PNGs."""
         return "mapillary" if self.source == "mapillary" else "cityscapes"
 
-    @property
-    def root(self) -> Path:
+    def root(self, paths: PathsConfig) -> Path:
         """The root of the Cityscapes-layout tree that ingestion reads."""
-        return Path({"cityscapes": self.cityscapes_root, "mapillary": self.converted_root}.get(
-            self.source, self.synthetic_root))
+        return Path({"cityscapes": self.cityscapes_root, "mapillary": paths.mapillary}.get(self.source, paths.synthcity))

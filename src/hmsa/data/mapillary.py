@@ -153,7 +153,7 @@ def ensure_converted(source: Path, dest: Path, spec: MapillarySpec, workers: int
         pass
     if dest.exists() and not (dest / STAMP_FILE).is_file():
         raise FileExistsError(f"{dest} exists but is not a Mapillary conversion (no {STAMP_FILE}); refusing to "
-                              "replace it. Point data.converted_root at another folder, or remove this one.")
+                              "replace it. Point paths.mapillary at another folder, or remove this one.")
     jobs = [(split, n, image, label) for split, items in pairs.items() for n, (_, image, label) in enumerate(items)]
     start = time.perf_counter()
 

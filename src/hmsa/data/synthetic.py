@@ -601,7 +601,7 @@ def ensure_generated(root: Path, spec: SynthCitySpec, workers: int = 1) -> bool:
     if root.exists() and not (root / STAMP_FILE).is_file():
         raise FileExistsError(
             f"{root} exists but is not a SynthCity tree (no {STAMP_FILE}); refusing to replace it. "
-            "Point data.synthetic_root at another folder, or remove this one."
+            "Point paths.synthcity at another folder, or remove this one."
         )
     start = time.perf_counter()
 

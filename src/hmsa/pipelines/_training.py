@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from functools import partial, update_wrapper
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,9 +24,14 @@ from hmsa.training.data import class_pixel_totals, items_from_manifest, label_pi
 log = logging.getLogger(__name__)
 
 
-def role_config(params: dict, role: str) -> RoleConfig:
-    """Validate the ``teacher:`` or ``student:`` parameter block."""
-    return parse_block(role, params)
+def role_config(params: dict, role: str, paths: dict | None = None) -> RoleConfig:
+    """Validate the ``teacher:`` or ``student:`` parameter block. Its checkpoints go to
+    ``<paths.checkpoints>/<role>`` unless ``trainer.checkpoint_dir`` is set."""
+    cfg = parse_block(role, params)
+    if "checkpoint_dir" in cfg.trainer.model_fields_set:
+        return cfg
+    folder = Path(parse_block("paths", paths).checkpoints) / role
+    return cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"checkpoint_dir": str(folder)})})
 
 
 def select_training_data(params: dict, role: str, image_manifest: pd.DataFrame, class_pixel_counts: pd.DataFrame,
@@ -103,9 +110,16 @@ class _Prefixed:
         self.logger.resumed(previous_run_id, self.prefix)
 
 
-def train_model(params: dict, role: str, data: run.TrainData) -> tuple[dict, pd.DataFrame, dict]:
-    """Train; return the kept model bundle (``trainer.keep``), the training curve and the summary metrics."""
-    return train_role(role_config(params, role), role, data)
+def train_model(params: dict, data: run.TrainData, paths: dict | None = None, *, role: str
+                ) -> tuple[dict, pd.DataFrame, dict]:
+    """Train; return the kept model bundle (``trainer.keep``), the training curve and the
+    headline metrics, under the role's name (``{"teacher": {...}}``: each name once in
+    ``dvc exp show``, which then needs no file prefix).
+
+    ``role`` comes last: Kedro's parameter validation pairs a node's inputs with the function's
+    arguments by position, and would otherwise take ``params:paths`` for the TrainData."""
+    bundle, curve, metrics = train_role(role_config(params, role, paths), role, data)
+    return bundle, curve, {role: metrics}
 
 
 def train_role(cfg: RoleConfig, role: str, data: run.TrainData) -> tuple[dict, pd.DataFrame, dict]:
@@ -115,11 +129,13 @@ def train_role(cfg: RoleConfig, role: str, data: run.TrainData) -> tuple[dict, p
     curve = pd.DataFrame(result.history)
     bundle = {"model_config": result.model_config, "state_dict": result.state_dict,
               "best_miou": result.best_miou, "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch}
-    metrics = {
-        "best_val_miou": round(result.best_miou, 6), "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch,
-        "epochs": len(result.history), "train_seconds": round(float(curve["seconds"].sum()), 1),
-        "images_per_s": round(float(curve["images_per_s"].mean()), 2),
-    }
+    kept = float(curve.loc[curve["epoch"] == result.kept_epoch, "val_miou"].iloc[0])
+    # the headline DVC compares across experiments (every epoch's figures are in the curve);
+    # no val mIoU without a val split: left out, as JSON has no NaN
+    metrics = {"kept_epoch": result.kept_epoch, "epochs": len(result.history),
+               "train_seconds": round(float(curve["seconds"].sum()), 1)}
+    if math.isfinite(kept):
+        metrics["val_miou"] = round(kept, 6)
     log.info("%s: best val mIoU %.4f at epoch %d, weights of epoch %d kept (trainer.keep: %s), %.0f s", role,
              result.best_miou, result.best_epoch, result.kept_epoch, cfg.trainer.keep, metrics["train_seconds"])
     return bundle, curve, metrics
@@ -145,19 +161,20 @@ def train_variants(params: dict, role: str, image_manifest: pd.DataFrame, class_
                    class_centroids: pd.DataFrame, raw_data_info: dict[str, Any],
                    auto_label_manifest: pd.DataFrame | None = None,
                    auto_labels_info: dict | None = None,
-                   auto_label_centroids: pd.DataFrame | None = None) -> tuple[dict, dict, dict]:
-    """Train and register each baseline of ``<role>.variants`` (HMSA.md section 7).
+                   auto_label_centroids: pd.DataFrame | None = None,
+                   paths: dict | None = None) -> tuple[dict, dict, dict]:
+    """Train and register each baseline of ``<role>.variants`` (the paper's baselines).
 
-    Returns ``{variant: bundle}``, ``{variant: summary metrics}`` and ``{variant: registry
-    info}``; all three are empty when no variant is asked for.
+    Returns ``{variant: bundle}``, ``{<role>_<variant>: headline metrics}`` and ``{variant:
+    registry info}``; all three are empty when no variant is asked for.
     """
-    cfg = role_config(params, role)
+    cfg = role_config(params, role, paths)
     bundles, metrics, registry = {}, {}, {}
     for name in dict.fromkeys(cfg.variants):
         variant, label = cfg.variant(name), f"{role}_{name}"
         data = training_data(variant, label, image_manifest, class_pixel_counts, class_centroids, raw_data_info,
                              auto_label_manifest, auto_labels_info, auto_label_centroids)
-        bundles[name], _, metrics[name] = train_role(variant, label, data)
+        bundles[name], _, metrics[label] = train_role(variant, label, data)
         registry[name] = register(variant, label, bundles[name])
     return bundles, metrics, registry
 
@@ -189,7 +206,7 @@ def training_pipeline(role: str, auto_labels: bool = False, variants: bool = Fal
         ),
         Node(
             for_role(train_model),
-            {"params": params, "data": f"{role}_train_data"},
+            {"params": params, "data": f"{role}_train_data", "paths": "params:paths"},
             [f"{role}_model", f"{role}_training_curve", f"{role}_training_metrics"],
             name=f"train_{role}",
         ),
@@ -198,7 +215,7 @@ def training_pipeline(role: str, auto_labels: bool = False, variants: bool = Fal
     ] + ([Node(
         for_role(train_variants),
         {"params": params, "image_manifest": "image_manifest", "class_pixel_counts": "class_pixel_counts",
-         "class_centroids": "class_centroids", "raw_data_info": "raw_data_info"}
+         "class_centroids": "class_centroids", "raw_data_info": "raw_data_info", "paths": "params:paths"}
         | (AUTO_LABEL_INPUTS if auto_labels else {}),
         [f"{role}_variants", f"{role}_variants_metrics", f"{role}_variants_registry"],
         name=f"train_{role}_variants",

@@ -23,9 +23,8 @@ OUTPUTS = ["raw_data_info", "image_manifest", "class_pixel_counts", "class_centr
            "class_frequency", "class_frequency_plot", "data_ingestion_metrics", "data_ingestion_mlflow_metrics"]
 
 
-def _params(root: Path, **extra) -> dict:
-    return {"source": "synthetic", "synthetic_root": str(root), "synthetic": TINY_SPEC.model_dump(),
-            "workers": 1, "hash_raw_data": True, **extra}
+def _params(**extra) -> dict:
+    return {"source": "synthetic", "synthetic": TINY_SPEC.model_dump(), "workers": 1, "hash_raw_data": True, **extra}
 
 
 class _Kept(AbstractDataset):
@@ -47,15 +46,17 @@ class _Kept(AbstractDataset):
         return {}
 
 
-def _run_in_memory(params: dict) -> DataCatalog:
+def _run_in_memory(params: dict, root: Path) -> DataCatalog:
     catalog = DataCatalog({name: _Kept() for name in OUTPUTS})
     catalog["params:data"] = params
+    catalog["params:paths"] = {"synthcity": str(root)}
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog
 
 
 def test_pipeline_runs_in_memory(tmp_path):
-    out = _run_in_memory(_params(tmp_path / "synthcity"))
+    out = _run_in_memory(_params(), tmp_path / "synthcity")
+    assert out.load("raw_data_info")["root"] == str(tmp_path / "synthcity")  # generated where paths.synthcity says
     assert all(out.exists(name) for name in OUTPUTS)
     info = out.load("raw_data_info")
     assert info["generated"] is True and info["dvc_md5"].endswith(".dir")
@@ -74,8 +75,8 @@ def test_pipeline_runs_in_memory(tmp_path):
 def test_skip_mode_reports_skipped_files_in_metrics(tmp_path, tiny_tree):
     label = sorted(tiny_tree.glob("gtFine/train/*/*.png"))[0]
     label.write_bytes(b"broken")
-    params = _params(tiny_tree, source="cityscapes", cityscapes_root=str(tiny_tree), on_bad_file="skip")
-    out = _run_in_memory(params)
+    params = _params(source="cityscapes", cityscapes_root=str(tiny_tree), on_bad_file="skip")
+    out = _run_in_memory(params, tmp_path / "unused")
     assert out.load("data_ingestion_metrics")["skipped_files"] == 1
     assert str(label.relative_to(tiny_tree)) in out.load("skipped_files")["path"].tolist()
 
@@ -97,7 +98,12 @@ def test_missing_cityscapes_root_is_a_clear_error(tmp_path):
 
 def test_parameter_typo_stops_the_node(tmp_path):
     with pytest.raises(ParameterError, match=r"data\.on_bad_fiel"):
-        nodes.prepare_raw_data({**_params(tmp_path), "on_bad_fiel": "skip"})
+        nodes.prepare_raw_data({**_params(), "on_bad_fiel": "skip"}, {"synthcity": str(tmp_path)})
+
+
+def test_a_moved_parameter_says_where_it_went(tmp_path):
+    with pytest.raises(ParameterError, match=r"data\.synthetic_root: moved: set paths\.synthcity"):
+        nodes.prepare_raw_data({**_params(), "synthetic_root": str(tmp_path)})
 
 
 # ------------------------------------------------------------------ kedro run, for real

@@ -36,15 +36,16 @@ def _config(params: dict) -> autolabel.AutoLabelConfig:
 def _teacher(cfg: autolabel.AutoLabelConfig, teacher_model: dict) -> torch.nn.Module:
     if cfg.teacher == "catalog":
         return model_from_bundle(teacher_model, "teacher_model (data/06_models/teacher.pt)")
-    import mlflow.pyfunc
+    from hmsa.tracking import load_segmenter
 
     log.info("Loading the teacher from %s", cfg.teacher)
-    return mlflow.pyfunc.load_model(cfg.teacher).unwrap_python_model().model
+    return load_segmenter(cfg.teacher)
 
 
 def auto_label(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
-               raw_data_info: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
-    """Label every coarse image of ``splits`` (this process's share under torchrun).
+               raw_data_info: dict[str, Any], paths: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Label every coarse image of ``splits`` into ``paths.auto_labels`` (this process's share
+    under torchrun).
 
     Returns the manifest the student reads (paths relative to the output folder) and where
     the labels are.
@@ -53,7 +54,7 @@ def auto_label(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
     rows = image_manifest[image_manifest["split"].isin(cfg.splits) & (image_manifest["label_kind"] == "coarse")]
     if rows.empty:
         raise ValueError(f"auto_labeling.splits {cfg.splits}: no coarse images to label")
-    root, out_dir = Path(raw_data_info["root"]), Path(cfg.output_dir)
+    root, out_dir = Path(raw_data_info["root"]), Path(parse_block("paths", paths).auto_labels)
     jobs = [autolabel.Job(r.image_id, r.city, str(under(root, r.image_path)), str(under(root, r.label_path)))
             for r in rows.itertuples(index=False)]
     rank, world, _ = distributed.env_world()
@@ -113,10 +114,15 @@ def label_quality(auto_label_manifest: pd.DataFrame, auto_labels_info: dict, raw
     })
     q = autolabel.quality(rows, cfg.sweep_thresholds)
     summary = q["summary"]
-    metrics = {r.source: {"coverage": round(float(r.coverage), 6), "accuracy": round(float(r.accuracy), 6)}
-               for r in summary.itertuples()}
-    flat = {f"auto_labels/{src}_{k}": {"value": v, "step": 0} for src, d in metrics.items() for k, v in d.items()
-            if np.isfinite(v)}
+    # DVC's metrics file is JSON, which has no NaN: a figure that cannot be measured (no
+    # held-out truth, the summary's note says so) is left out
+    figures = {r.source: {k: round(float(v), 6) for k, v in (("coverage", r.coverage), ("accuracy", r.accuracy))
+                          if np.isfinite(v)} for r in summary.itertuples()}
+    metrics = {"auto_labels": {"images": len(m), **figures.get("auto", {})}, "human_coarse": figures.get("human", {})}
+    metrics = {name: values for name, values in metrics.items() if values}
+    if summary["note"].any():
+        log.warning("auto-label quality: %s", summary["note"].iloc[0])
+    flat = {f"auto_labels/{src}_{k}": {"value": v, "step": 0} for src, d in figures.items() for k, v in d.items()}
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(q["sweep"]["threshold"], q["sweep"]["coverage"], "o-", label="coverage")
     ax.plot(q["sweep"]["threshold"], q["sweep"]["accuracy"], "s-", label="accuracy")

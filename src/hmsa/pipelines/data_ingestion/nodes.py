@@ -26,13 +26,13 @@ def _workers(cfg: DataConfig) -> int:
     return cfg.workers or ingest.default_workers()
 
 
-def prepare_raw_data(data: dict) -> dict[str, Any]:
+def prepare_raw_data(data: dict, paths: dict | None = None) -> dict[str, Any]:
     """Generate SynthCity when it is the source (if absent or stale), or check the given root.
 
     Returns where the raw tree is and what it is: source, root, and its DVC hash.
     """
     cfg = _config(data)
-    root = cfg.root
+    root = cfg.root(parse_block("paths", paths))
     generated = False
     if cfg.source == "synthetic":
         generated = synthetic.ensure_generated(root, cfg.synthetic, _workers(cfg))
@@ -92,19 +92,18 @@ def plot_class_frequency(class_frequency: pd.DataFrame) -> Figure:
 def ingestion_metrics(
     image_manifest: pd.DataFrame, skipped_files: pd.DataFrame, class_frequency: pd.DataFrame
 ) -> tuple[dict, dict]:
-    """The same figures twice: a nested dict for DVC's metrics file, and MLflow metrics."""
+    """The headline for DVC's metrics file (images per split, skipped files), and for MLflow
+    those figures with each split's labelled fraction and class shares (the whole table is
+    class_frequency.csv)."""
     images = image_manifest.groupby("split")["image_id"].nunique()
     labelled = image_manifest.groupby(["split", "label_kind"])["labelled_fraction"].mean()
+    headline = {"images": {split: int(n) for split, n in images.items()}, "skipped_files": int(len(skipped_files))}
     share = {
         f"{split}_{kind}": dict(zip(group["class_name"], group["share"].round(6)))
         for (split, kind), group in class_frequency.groupby(["split", "label_kind"])
     }
-    metrics = {
-        "images": {split: int(n) for split, n in images.items()},
-        "skipped_files": int(len(skipped_files)),
-        "labelled_fraction": {f"{s}_{k}": round(float(v), 6) for (s, k), v in labelled.items()},
-        "class_share": share,
-    }
+    every = {**headline, "labelled_fraction": {f"{s}_{k}": round(float(v), 6) for (s, k), v in labelled.items()},
+             "class_share": share}
     flat: dict[str, dict[str, float]] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -114,5 +113,5 @@ def ingestion_metrics(
         else:
             flat[prefix.replace(" ", "_")] = {"value": float(value), "step": 0}
 
-    walk("", metrics)
-    return metrics, flat
+    walk("", every)
+    return headline, flat

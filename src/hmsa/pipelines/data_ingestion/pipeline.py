@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         # raw_data_candidate stays in memory: raw_data_info (which later stages read the root
         # from) is written only once the tree has passed its checks, with the manifest
-        Node(nodes.prepare_raw_data, "params:data", "raw_data_candidate", name="prepare_raw_data"),
+        Node(nodes.prepare_raw_data, ["params:data", "params:paths"], "raw_data_candidate", name="prepare_raw_data"),
         Node(
             nodes.ingest_raw_data,
             ["raw_data_candidate", "params:data"],

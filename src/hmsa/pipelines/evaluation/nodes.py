@@ -131,13 +131,36 @@ def _setting(row: pd.Series) -> Setting:
     return Setting(row["fusion"], tuple(float(s) for s in row["scales"].split("-")), bool(row["flip"]))
 
 
-def report(results: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame]:
-    """The metrics JSON for DVC, every metric for MLflow, and the best setting's per-class IoU."""
+#: the multi-scale figure of the headline: each kind's own fusion on the paper's scales
+HEADLINE_SCALES = "0.5-1.0-2.0"
+OWN_FUSION = {"hmsa": "hierarchical", "explicit": "explicit", "single": "average"}
+
+
+def headline(results: pd.DataFrame) -> dict[str, Any]:
+    """What DVC's metrics file holds, a few figures that fit beside another experiment's: the
+    best model and setting, and per model its val mIoU at 1.0 (``miou_1x``), with its own
+    fusion on [0.5, 1, 2] (``miou_multiscale``: HMSA's for HMSA models), and its best setting.
+    The whole grid is evaluation_results.csv (and MLflow). A figure not evaluated is left out."""
     best = _best_row(results)
     metrics: dict[str, Any] = {
-        "best": {"model": best["model"], "setting": best["setting"], "miou": round(float(best["miou"]), 6)},
-        "miou": {f"{r.model}/{r.setting}": round(float(r.miou), 6) for r in results.itertuples()},
-    }
+        "best": {"model": best["model"], "setting": best["setting"], "miou": round(float(best["miou"]), 6)}}
+    for model, rows in results.groupby("model", sort=False):
+        plain = rows[~rows["flip"].astype(bool)]
+        own = OWN_FUSION.get(rows["kind"].iloc[0])
+        entry = {}
+        for key, cells in (("miou_1x", plain[plain["setting"] == "single/1.0"]),
+                           ("miou_multiscale", plain[plain["setting"] == f"{own}/{HEADLINE_SCALES}"])):
+            if len(cells) and math.isfinite(cells["miou"].iloc[0]):
+                entry[key] = round(float(cells["miou"].iloc[0]), 6)
+        top = _best_row(rows)
+        metrics[model] = {**entry, "best_miou": round(float(top["miou"]), 6), "best_setting": top["setting"]}
+    return metrics
+
+
+def report(results: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame]:
+    """The headline metrics for DVC, every metric for MLflow, and the best setting's per-class IoU."""
+    best = _best_row(results)
+    metrics = headline(results)
     mlflow_metrics = {}
     for _, r in results.iterrows():
         key = f"{r['model']}/{r['setting']}"
