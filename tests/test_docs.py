@@ -26,3 +26,21 @@ def test_the_bad_input_table_has_at_least_fifteen_cases_each_with_a_test():
     rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line)]
     assert len(rows) >= 15
     assert all("`tests/" in row for row in rows)
+
+
+def test_the_readme_headline_table_is_the_committed_metrics_file():
+    """The default run's table in the README says what evaluation.json (in dvc.lock) says."""
+    import json
+
+    text = (PROJECT_ROOT / "README.md").read_text()
+    marker = "<!-- headline: data/08_reporting/metrics/evaluation.json -->"
+    assert marker in text
+    table = text.split(marker, 1)[1].strip().split("\n\n", 1)[0]
+    rows = table.splitlines()[2:]
+    metrics = json.loads((PROJECT_ROOT / "data/08_reporting/metrics/evaluation.json").read_text())
+    assert len(rows) == len(metrics) - 1  # one row per model
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        figures = metrics[cells[0].split()[0]]
+        points = [f"{100 * figures[key]:.1f}" for key in ("miou_1x", "miou_multiscale", "best_miou")]
+        assert cells[1:] == [points[0], points[1], f"{points[2]} ({figures['best_setting']})"], row
