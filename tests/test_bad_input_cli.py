@@ -57,6 +57,7 @@ CASES = {
     "empty split": (["--params", "data.source=cityscapes,data.cityscapes_root={empty}"], None,
                     "Empty split(s) 'val'"),
     "unreadable MLflow store": ([], "broken-store", "cannot be read: file is not a database"),
+    "unknown environment": (["--env", "prodution"], None, "--env prodution: there is no conf/prodution/"),
 }
 
 

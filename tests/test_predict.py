@@ -63,6 +63,9 @@ def test_same_labels_as_the_model_predicts(model_file, photos, tmp_path):
     (["{photos}", "--model", "models:/nothing@champion", "--tracking-uri", "sqlite:///{tmp}/none.db"],
      "there is no registered model 'nothing'"),
     (["{photos}", "--tracking-uri", "http://127.0.0.1:9"], "The MLflow tracking server http://127.0.0.1:9 does not answer"),
+    (["{photos}", "--tracking-uri", "sqlite:///{tmp}/broken.db"], "broken.db) cannot be read: file is not a database"),
+    (["{photos}", "--env", "prodution"], "--env prodution: there is no conf/prodution/"),
+    (["{photos}", "--model", "{model}", "--out", "{model}"], "is a file, not a folder"),
     (["{photos}", "--model", "{model}", "--scales", "0.5", "2"], "1.0 must be in the list"),
     (["{broken}", "--model", "{model}"], "cannot read this image"),
     (["{photos}", "--model", "{other_classes}"], "the weights do not fit its model"),
@@ -71,6 +74,7 @@ def test_same_labels_as_the_model_predicts(model_file, photos, tmp_path):
 def test_clear_errors(model_file, photos, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "broken.db").write_bytes(b"not an SQLite database")
     # weights of a 19-class model under a configuration that says 7 classes
     bundle = checkpoint.load(model_file)
     checkpoint.save_atomic({**bundle, "model_config": {**bundle["model_config"], "num_classes": 7}},
@@ -79,7 +83,8 @@ def test_clear_errors(model_file, photos, tmp_path, capsys, args, message):
     values = {"empty": tmp_path / "empty", "photos": photos, "tmp": tmp_path, "model": model_file,
               "broken": tmp_path / "broken.png", "other_classes": tmp_path / "other.pt",
               "truncated": tmp_path / "truncated.pt"}
-    argv = ["predict", *[a.format(**values) for a in args], "--out", str(tmp_path / "out"), "--no-progress"]
+    argv = ["predict", *[a.format(**values) for a in args], "--no-progress"]
+    argv += [] if "--out" in args else ["--out", str(tmp_path / "out")]
     assert predict.main(argv) == 2
     assert message in capsys.readouterr().err
 
@@ -129,3 +134,48 @@ def test_a_registered_model_without_the_alias_is_named_with_the_aliases_it_has(m
     assert predict.main(["predict", str(photos), "--model", "models:/hmsa-student@newest", "--out", str(out),
                          "--no-progress"]) == 0
     assert len(list(out.glob("*_labelIds.png"))) == 3
+
+
+def test_output_names_stay_inside_out_and_never_collide(model_file, tmp_path):
+    """``..png`` would name ``out/.`` (its outputs in out's parent); ``a/x.png``, ``b/x.png`` and
+    ``c/x_1.png`` would give ``x``, ``x_1`` and ``x_1`` (one image's outputs overwritten)."""
+    photos = tmp_path / "photos"
+    rng = np.random.default_rng(1)
+    names = ["..png", "a/x.png", "b/x.png", "c/x_1.png", "d/we ird:name.png"]
+    for name in names:
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)).save(photos / name, format="PNG")
+    out = tmp_path / "nest" / "out"
+    assert predict.main(["predict", str(photos), "--model", str(model_file), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "nest").iterdir()) == ["out"]  # nothing beside --out
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 3 * len(names)  # three files per image: none overwritten
+    assert {name.rsplit("_", 1)[0] for name in written} == {"image", "x", "x_1", "x_1_1", "we_ird_name"}
+
+
+def test_an_unreadable_image_is_reported_after_every_good_one_is_written(model_file, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)).save(photos / name, format="PNG")
+    (photos / "b.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert predict.main(["predict", str(photos), "--model", str(model_file), "--out", str(out), "--no-progress"]) == 2
+    said = capsys.readouterr()
+    assert "1 of 3 images could not be read" in said.err and "b.png: cannot read this image" in said.err
+    assert sorted(p.name for p in out.glob("*_labelIds.png")) == ["a_labelIds.png", "c_labelIds.png"]
+    assert "3 images -> 6 files" in said.out  # the summary counts what exists
+
+
+def test_an_output_folder_that_cannot_be_written_is_named(model_file, photos, tmp_path, capsys, monkeypatch):
+    import errno
+
+    def refused(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(predict, "atomic_path", refused)  # as a read-only folder refuses (root ignores chmod)
+    out = tmp_path / "out"
+    assert predict.main(["predict", str(photos), "--model", str(model_file), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "_color.png: cannot write it (Permission denied); give an --out folder you can write to" in err

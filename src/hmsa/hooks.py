@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -38,10 +39,15 @@ class PreflightHook:
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
-        """Validate every parameter block (typos, types, ranges) and the local MLflow store."""
+        """Validate the environment, every parameter block (typos, types, ranges) and the MLflow store."""
         from hmsa.config import check_parameters
         from hmsa.tracking import check_store
 
+        conf = Path(context.project_path) / "conf"
+        if context.env and not (conf / context.env).is_dir():  # Kedro would go on with conf/base alone
+            envs = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("base", "local"))
+            raise ValueError(f"--env {context.env}: there is no conf/{context.env}/ in {context.project_path}. "
+                             f"The environments are: {', '.join(envs)} (none: conf/local over conf/base).")
         check_parameters(context.params)
         loader = context.config_loader
         if "mlflow" not in loader.config_patterns:

@@ -15,6 +15,7 @@ For each image ``<stem>``, it writes ``<stem>_color.png`` (trainId colours),
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,13 +120,40 @@ def attention_picture(image: np.ndarray, attention: dict[float, np.ndarray]) -> 
 
 
 def _save(array: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+    try:
+        with atomic_path(path) as tmp:
+            Image.fromarray(array).save(tmp, format="PNG")
+    except OSError as err:  # a read-only folder, a full disk: named, with what to do
+        raise PredictError(f"{path}: cannot write it ({err.strerror or err}); give an --out folder you can write "
+                           "to, with free space") from None
+
+
+class PartialPredictError(PredictError):
+    """Some images could not be read; every other one was segmented and written."""
+
+    def __init__(self, message: str, written: list[Path]):
+        super().__init__(message)
+        self.written = written
+
+
+def output_folder(out: Path) -> Path:
+    """``out``, created if missing; a file there, or a folder that cannot be made, is named."""
+    if out.exists() and not out.is_dir():
+        raise PredictError(f"--out {out}: is a file, not a folder; give a folder (it is created when missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PredictError(f"--out {out}: cannot create it ({err.strerror or err}); give a folder you can write to") \
+            from None
+    return out
 
 
 def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: Sequence[float] = (0.5, 1.0, 2.0),
             flip: bool = False, device: str = "auto", batch_size: int = 1, progress: bool = True) -> list[Path]:
-    """Segment ``images`` and write the three PNGs of each under ``out``; returns the files written."""
+    """Segment ``images`` and write the three PNGs of each under ``out``; returns the files written.
+
+    An image that cannot be read is skipped: every other one is written, then a
+    PartialPredictError names the skipped ones (and carries the files written)."""
     from hmsa.evaluation.grid import batches_of
     from hmsa.models.fusion import check_scales
     from hmsa.training.loop import pick_device
@@ -137,37 +165,71 @@ def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: S
     dev = pick_device(device)
     model = model.to(dev).eval()
     labels_of = label_set_for(model.cfg.num_classes)  # colours and label ids: Cityscapes' or Mapillary's
-    out.mkdir(parents=True, exist_ok=True)
-    stems = _unique_stems(images)
+    out = output_folder(out)
+    names = output_names(images)
     written: list[Path] = []
-    pairs = ((read_image(p), torch.tensor(i)) for i, p in enumerate(images))
+    unreadable: list[str] = []
+
+    def readable():
+        for i, path in enumerate(images):
+            try:
+                yield read_image(path), torch.tensor(i)
+            except PredictError as err:
+                unreadable.append(str(err))
+                bar.update(1)
+
     bar = tqdm(total=len(images), desc="predicting", unit="img", disable=not progress)
-    for batch, index in batches_of(pairs, batch_size):
+    for batch, index in batches_of(readable(), batch_size):
         result = model.predict(batch.to(dev), scales, flip)
         labels = result["logits"].argmax(1).to(torch.uint8).cpu().numpy()
         for j, i in enumerate(index.tolist()):
-            stem = out / stems[i]
-            _save(labels_of.palette[labels[j]], stem.with_name(f"{stem.name}_color.png"))
-            _save(labels_of.label_ids(labels[j]), stem.with_name(f"{stem.name}_labelIds.png"))
-            written += [stem.with_name(f"{stem.name}_color.png"), stem.with_name(f"{stem.name}_labelIds.png")]
+            files = {kind: out / f"{names[i]}_{kind}.png" for kind in ("color", "labelIds", "attention")}
+            _save(labels_of.palette[labels[j]], files["color"])
+            _save(labels_of.label_ids(labels[j]), files["labelIds"])
+            written += [files["color"], files["labelIds"]]
             if result["attention"]:
                 image = (batch[j].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
                 attn = {s: a[j, 0].cpu().numpy() for s, a in result["attention"].items()}
-                _save(attention_picture(image, attn), stem.with_name(f"{stem.name}_attention.png"))
-                written.append(stem.with_name(f"{stem.name}_attention.png"))
+                _save(attention_picture(image, attn), files["attention"])
+                written.append(files["attention"])
         bar.update(len(index))
     bar.close()
+    if unreadable:
+        raise PartialPredictError(
+            f"{len(unreadable)} of {len(images)} images could not be read (the other {len(images) - len(unreadable)} "
+            f"are written, {len(written)} files in {out}):\n  " + "\n  ".join(unreadable), written)
     return written
 
 
-def _unique_stems(images: Sequence[Path]) -> list[str]:
-    seen: dict[str, int] = {}
-    stems = []
+#: characters an output name keeps; any other run of characters becomes one "_"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def output_names(images: Sequence[Path]) -> list[str]:
+    """A name per image for its output files: its stem made safe (no separators, no leading
+    dots, never empty, so ``..png`` cannot write outside ``--out``) and unique among all of them
+    (``x``, ``x_1``, ... skipping any name already taken, ``x_1.png``'s own included)."""
+    taken: set[str] = set()
+    names = []
     for path in images:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        stems.append(path.stem if count == 0 else f"{path.stem}_{count}")
-    return stems
+        base = _UNSAFE.sub("_", path.stem).lstrip(".") or "image"
+        name, n = base, 0
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _check_env(env: str | None) -> None:
+    """``--env`` names a folder under the project's conf/ (Kedro would quietly use conf/base)."""
+    from hmsa.tracking import project_root
+
+    root = project_root()
+    if env and root and not (root / "conf" / env).is_dir():
+        envs = sorted(p.name for p in (root / "conf").iterdir() if p.is_dir() and p.name not in ("base", "local"))
+        raise PredictError(f"--env {env}: there is no conf/{env}/ in {root}; the environments are: {', '.join(envs)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size < 1:
             raise PredictError(f"--batch-size must be at least 1, got {args.batch_size}")
         images = find_images(args.inputs)
+        _check_env(args.env)
         if args.model is None:
             from hmsa.tracking import champion_uri
 
@@ -200,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.model, args.tracking_uri, args.env)
         written = predict(images, model, args.out, args.scales, args.flip, args.device, args.batch_size,
                           not args.no_progress)
+    except PartialPredictError as err:
+        print(f"hmsa predict: error: {err}", file=sys.stderr)
+        print(f"{len(images)} images -> {len(err.written)} files in {args.out}")
+        return 2
     except PredictError as err:
         print(f"hmsa predict: error: {err}", file=sys.stderr)
         return 2
