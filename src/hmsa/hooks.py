@@ -156,3 +156,105 @@ class SingleWriterHook:
             return
         for name in pipeline.all_outputs():
             catalog[name] = MemoryDataset()
+
+
+#: the project's run lock: a file under the project root that a running `kedro run` holds locked
+RUN_LOCK = ".kedro-run.lock"
+
+
+class RunLockError(RuntimeError):
+    """Another run (a `kedro run`, or a `dvc repro` stage) is using this project."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dvc_writers(project: Path) -> list[dict]:
+    """The live DVC processes writing outputs of ``project`` now (``dvc repro``, ``dvc exp run``),
+    as DVC's own lock table (.dvc/tmp/rwlock) lists them: pid, command and output."""
+    import json
+
+    try:
+        table = json.loads((project / ".dvc" / "tmp" / "rwlock").read_text())
+    except (OSError, ValueError):
+        return []
+    return [{**holder, "path": path} for path, holder in (table.get("write") or {}).items()
+            if isinstance(holder, dict) and _alive(int(holder.get("pid", 0) or 0))]
+
+
+class RunLockHook:
+    """One `kedro run` at a time per project: two at once overwrite each other's checkpoints,
+    models and auto-labels without a word, and a run during `dvc repro` reads outputs DVC has
+    just removed to rebuild them. Both are refused before anything runs, naming the holder.
+
+    The lock is an OS file lock on ``.kedro-run.lock``, which the OS drops when its process
+    ends, however it ends: a lock left by a killed run is simply taken by the next run. Under
+    torchrun, rank 0 holds it for the job; a stage that DVC itself runs (``$DVC_STAGE`` set)
+    does not look at DVC's own locks.
+    """
+
+    def __init__(self):
+        self._held = None
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        """Take the project's run lock, or stop with who holds it."""
+        import fcntl
+        import json
+        import socket
+        import sys
+        import time
+
+        if launcher_rank() != 0:
+            return
+        project = Path(run_params.get("project_path") or ".")
+        if not os.environ.get("DVC_STAGE"):
+            for holder in dvc_writers(project)[:1]:
+                raise RunLockError(
+                    f"DVC is running in this project: PID {holder['pid']} ({holder.get('cmd', '?')}) is writing "
+                    f"{holder['path']}; it removes and rebuilds the outputs this run would read. Wait for it to end "
+                    "(or run the pipelines through it: make repro).")
+        handle = open(project / RUN_LOCK, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                holder = {}
+            handle.close()
+            raise RunLockError(
+                f"Another kedro run is running in this project: PID {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}, started {holder.get('started', '?')}: {holder.get('command', '?')}. "
+                f"Two runs in one project overwrite each other's checkpoints, models and auto-labels: wait for it "
+                f"to end, or stop it (kill {holder.get('pid', '<pid>')}). The lock is {project / RUN_LOCK}; a run "
+                "that was killed leaves none behind.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}))
+        handle.flush()
+        self._held = handle
+
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held.close()  # closing the file drops the lock
+            self._held = None
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """Let the next run in."""
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """Let the next run in, after a failed run too."""
+        self._release()

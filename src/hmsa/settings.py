@@ -3,8 +3,9 @@
 from kedro.config import OmegaConfigLoader
 
 from hmsa.config import CONFIG_LOADER_ARGS  # noqa: F401 (Kedro reads it here; hmsa.config.project_conf too)
-from hmsa.hooks import PreflightHook, ProvenanceHook, SingleWriterHook
+from hmsa.hooks import PreflightHook, ProvenanceHook, RunLockHook, SingleWriterHook
 
-HOOKS = (PreflightHook(), ProvenanceHook(), SingleWriterHook())
+# RunLockHook last: registered last, it is the first of the tryfirst hooks to run
+HOOKS = (PreflightHook(), ProvenanceHook(), SingleWriterHook(), RunLockHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
