@@ -105,7 +105,9 @@ def _tiny_roles(project, **trainer):
         path = project / "conf" / "base" / f"parameters_{role}_training.yml"
         params = yaml.safe_load(path.read_text())
         params[role]["model"].update({k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()})
-        params[role]["trainer"].update({"epochs": 2, "batch_size": 2, "crop": [32, 32], "num_workers": 0,
+        # the whole 32 x 64 image: 32 x 32 crops leave 1 x 1 feature maps at the 0.5 scale, whose
+        # batch statistics blow the BatchNorm running variances up (NaN logits in eval mode)
+        params[role]["trainer"].update({"epochs": 2, "batch_size": 2, "crop": [32, 64], "num_workers": 0,
                                         "progress_bar": False, **trainer.get(role, {})})
         path.write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -228,3 +230,25 @@ def mlflow_server(folder: Path):
     uri = f"http://127.0.0.1:{port}"
     with server(cmd, f"{uri}/health", folder, folder / "server.log"):
         yield uri
+
+
+def tiny_logged_model(tmp_path: Path, monkeypatch, name: str = "hmsa-test", limits: dict | None = None) -> dict:
+    """A TINY HMSA model, logged and registered (``log_and_register``) in a store of its own
+    under ``tmp_path``, which this process and its children then use. Returns the registry info."""
+    import mlflow
+    import torch
+
+    from hmsa.models import ModelConfig, build_model
+    from hmsa.tracking import log_and_register
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(variable, store)
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="hmsa", **TINY)).eval()
+    bundle = {"model_config": model.cfg.model_dump(), "state_dict": model.state_dict()}
+    experiment = mlflow.MlflowClient().create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        return log_and_register(bundle, name, [], limits)

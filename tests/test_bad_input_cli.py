@@ -5,8 +5,10 @@ One row each of the table in docs/reliability.md."""
 import hashlib
 import shutil
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from tests.helpers import run, tiny_project
 
@@ -58,6 +60,16 @@ CASES = {
                     "Empty split(s) 'val'"),
     "unreadable MLflow store": ([], "broken-store", "cannot be read: file is not a database"),
     "unknown environment": (["--env", "prodution"], None, "--env prodution: there is no conf/prodution/"),
+    "unknown pipeline": (["--pipelines", "nosuch"], None, "--pipelines nosuch: no such pipeline. The pipelines are: "
+                         "auto_labeling, data_ingestion, evaluation, student_training, teacher_training"),
+    "a stage's input never made": (["--pipelines", "teacher_training"], "no-manifest",
+                                   "image_manifest.parquet), which no earlier run has made. Run the stage that "
+                                   "makes it first: kedro run --pipelines data_ingestion"),
+    "a bad value from conf/local": ([], {"teacher": {"trainer": {"lr": "fast"}}},
+                                    "(got 'fast') (set in conf/local/parameters.yml)"),
+    "a bad value from --params": (["--params", "teacher.trainer.lr=fast"], None, "(got 'fast') (set in --params)"),
+    "a label edited after ingestion": (["--pipelines", "teacher_training"], "edited-label",
+                                       "changed after data_ingestion recorded it (DVC hash "),
 }
 
 
@@ -73,10 +85,17 @@ def test_bad_input_stops_the_run_and_keeps_the_good_outputs(ingested, tmp_path, 
         (project / "conf/local/parameters.yml").write_text(yaml.safe_dump(setup))
     elif setup == "broken-store":
         (project / "mlflow.db").write_bytes(b"this is not an SQLite file")
+    elif setup == "edited-label":
+        label = sorted((project / "data/01_raw/synthcity/gtFine/train").rglob("*_labelIds.png"))[0]
+        ids = np.asarray(Image.open(label)).copy()
+        ids[0, 0] = 7 if ids[0, 0] != 7 else 8
+        Image.fromarray(ids).save(label)
+    elif setup == "no-manifest":
+        (project / "data/03_primary/image_manifest.parquet").unlink()
     before = _snapshot(project)
 
-    result = run(["kedro", "run", "--pipelines", "data_ingestion", *[a.format(**values) for a in args]], project,
-                 check=False)
+    pipelines = [] if "--pipelines" in args else ["--pipelines", "data_ingestion"]
+    result = run(["kedro", "run", *pipelines, *[a.format(**values) for a in args]], project, check=False)
     said = " ".join((result.stdout + result.stderr).split())  # undo the console's line wrapping
     assert result.returncode != 0, f"{case}: the run succeeded"
     assert message in said, f"{case}: {said[-1500:]}"

@@ -79,3 +79,27 @@ def _merge(base: dict, change: dict) -> dict:
     for key, value in change.items():
         out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
     return out
+
+
+def test_a_bad_value_is_named_with_the_file_that_set_it(tmp_path):
+    """conf/local overrides conf/base: the error names the file the bad value came from
+    (or --params), not the base file that holds the default."""
+    from hmsa.config import setting_source
+    from tests.helpers import copy_project
+
+    project = copy_project(tmp_path / "project")
+    (project / "conf/local/parameters_mine.yml").write_text("student:\n  trainer:\n    epochs: -3\n")
+    (project / "conf/claims/parameters_extra.yml").write_text("teacher:\n  trainer:\n    lr: fast\n")
+    params = _defaults()
+    params["student"] = _merge(params["student"], {"trainer": {"epochs": -3}})
+    with pytest.raises(ParameterError, match=r"student\.trainer\.epochs: .*\(set in conf/local/parameters_mine\.yml\)"):
+        check_parameters(params, setting_source(project))
+    with pytest.raises(ParameterError, match=r"student\.trainer\.epochs: .*\(set in --params\)"):
+        check_parameters(params, setting_source(project, runtime={"student": {"trainer": {"epochs": -3}}}))
+    params["student"] = _merge(params["student"], {"trainer": {"epochs": 2, "crop": ["a", 64]}})
+    with pytest.raises(ParameterError, match=r"student\.trainer\.crop\.0: .*\(set in --params\)"):
+        check_parameters(params, setting_source(project, runtime={"student.trainer.crop": "[a,64]"}))
+    params = _defaults()
+    params["teacher"] = _merge(params["teacher"], {"trainer": {"lr": "fast"}})
+    with pytest.raises(ParameterError, match=r"in conf/claims/parameters_extra\.yml:\n  teacher\.trainer\.lr: "):
+        check_parameters(params, setting_source(project, "claims"))

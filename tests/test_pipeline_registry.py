@@ -24,3 +24,24 @@ def test_run_names_follow_the_workflow_order():
     available = ["data_ingestion", "teacher_training", "student_training"]
     assert run_name(["student_training", "data_ingestion"], available) == "data_ingestion+student_training"
     assert run_name(["__default__"], available) == "data_ingestion+teacher_training+student_training"
+
+
+def test_an_unknown_pipeline_name_is_refused_with_the_names_there_are():
+    """`kedro run --pipelines nosuch`: Kedro would fail importing hmsa.pipelines.nosuch."""
+    import pytest
+
+    from hmsa.pipeline_registry import UnknownPipelineError
+
+    bootstrap_project(PROJECT_ROOT)
+    pipelines.set_requested(["nosuch", "teacher_training"])
+    try:
+        with pytest.raises(UnknownPipelineError) as raised:
+            pipelines["teacher_training"]
+        assert str(raised.value) == (
+            "--pipelines nosuch: no such pipeline. The pipelines are: auto_labeling, data_ingestion, evaluation, "
+            "student_training, teacher_training; __default__ (no --pipelines) runs them all: data_ingestion -> "
+            "teacher_training -> auto_labeling -> student_training -> evaluation.")
+        pipelines.set_requested(["teacher_training"])
+        assert "teacher_training" in pipelines
+    finally:
+        pipelines.set_requested(None)

@@ -179,3 +179,41 @@ def test_an_output_folder_that_cannot_be_written_is_named(model_file, photos, tm
     assert predict.main(["predict", str(photos), "--model", str(model_file), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "_color.png: cannot write it (Permission denied); give an --out folder you can write to" in err
+
+
+def test_limits_and_unsupported_images_are_refused_by_name(model_file, photos, tmp_path, capsys):
+    """Scales and image sizes over the limits are refused before any work, naming the option
+    that raises them; a 16-bit image is predicted as its 8-bit equivalent."""
+    from tests.data.test_images import png_header_only
+
+    out = tmp_path / "out"
+    assert predict.main(["predict", str(photos), "--model", str(model_file), "--scales", "1", "80", "--out",
+                         str(out), "--no-progress"]) == 2
+    assert "--scales: scales: 80 is over --max-scale (4)" in capsys.readouterr().err
+    assert not out.exists()
+    bomb = tmp_path / "bomb" / "huge.png"
+    bomb.parent.mkdir()
+    png_header_only(bomb, 14000, 14000)
+    assert predict.main(["predict", str(bomb), "--model", str(model_file), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "huge.png: refused, Image size (196000000 pixels)" in err and "over --max-pixels" in err
+    # 16-bit greyscale: the same labels as the 8-bit image it scales to
+    deep = (np.random.default_rng(1).integers(0, 256, (40, 72)) * 257).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    Image.fromarray((deep // 257).astype(np.uint8)).save(tmp_path / "eight.png")
+    assert predict.main(["predict", str(tmp_path / "deep.png"), str(tmp_path / "eight.png"), "--model",
+                         str(model_file), "--out", str(out), "--no-progress"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out / "deep_labelIds.png")),
+                          np.asarray(Image.open(out / "eight_labelIds.png")))
+
+
+def test_a_model_with_non_finite_logits_writes_nothing(tmp_path, photos, capsys):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="hmsa", **TINY))
+    state = {k: (v.fill_(float("nan")) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    path = tmp_path / "broken.pt"
+    checkpoint.save_atomic({"model_config": model.cfg.model_dump(), "state_dict": state}, path)
+    out = tmp_path / "out"
+    assert predict.main(["predict", str(photos), "--model", str(path), "--out", str(out), "--no-progress"]) == 2
+    assert "of the logits are NaN or infinite" in capsys.readouterr().err
+    assert list(out.glob("*.png")) == []

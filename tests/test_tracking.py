@@ -215,3 +215,44 @@ def test_an_experiment_dvc_runs_in_a_copy_logs_to_the_store_of_the_repository_it
     assert parent_store("sqlite:///mlflow.db", repo, repo, "hmsa") is None  # not a copy
     assert parent_store(f"sqlite:///{tmp_path / 'abs.db'}", copy, repo, "hmsa") is None  # an absolute store stays
     assert parent_store("http://127.0.0.1:5000", copy, repo, "hmsa") is None  # a server is shared anyway
+
+
+def test_the_served_model_refuses_bad_requests_with_a_400_that_says_what_to_change(tmp_path, monkeypatch):
+    """Through MLflow's scoring-server handler (what `mlflow models serve` runs per request):
+    floats in [0, 1] (once cast to a black uint8 image and answered 200), scales and images
+    over the logged limits, and an unknown fusion are 400s naming the problem, without a
+    stack trace; a good request is answered."""
+    import json
+
+    import numpy as np
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import invocations
+
+    from tests.helpers import tiny_logged_model
+
+    info = tiny_logged_model(tmp_path, monkeypatch, limits={"max_image_pixels": 40 * 72, "max_scale": 2.0})
+    served = mlflow.pyfunc.load_model(info["model_uri"])
+    image = np.random.default_rng(0).integers(0, 255, (1, 40, 72, 3), dtype=np.uint8)
+
+    def ask(inputs, **params):
+        body = json.dumps({"inputs": inputs, "params": params})
+        try:
+            reply = invocations(body, "application/json", served, served.metadata.get_input_schema())
+        except MlflowException as err:
+            return err.get_http_status_code(), err.message, err.serialize_as_json()
+        return reply.status, reply.response, reply.response
+
+    status, text, _ = ask(image.tolist(), scales=[0.5, 1.0])
+    assert status == 200 and np.asarray(json.loads(text)["predictions"]).shape == (1, 40, 72)
+    refusals = {
+        "pixel values must be integers 0..255 (uint8 RGB), got floating-point values in [0, 0.996078] (an image "
+        "scaled to [0, 1]: multiply by 255 and round)": ask((image / 255.0).tolist()),
+        "scales: 60 is over serving.max_scale (2)": ask(image.tolist(), scales=[1.0, 60.0]),
+        "41 x 72 = 2,952 pixels are over this model's serving.max_image_pixels (2,880)":
+            ask(np.zeros((1, 41, 72, 3), int).tolist()),
+        "pixel values must be 0..255 (uint8 RGB), got int64 values in [0, 300]": ask([[[[0, 300, 1]]]]),
+        "fusion": ask(image.tolist(), scales=[0.5, 1.0], fusion="no-such-rule"),
+    }
+    for expected, (status, message, body) in refusals.items():
+        assert status == 400 and expected in message, (expected, message)
+        assert "Traceback" not in body and "stack_trace" not in body

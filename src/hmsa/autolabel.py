@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from hmsa.data.images import MAX_IMAGE_PIXELS, read_rgb
 from hmsa.fileio import atomic_path, remove_stale_temps
 from hmsa.data.labels import CITYSCAPES, IGNORE_INDEX, LABEL_BY_NAME, NUM_CLASSES, TRAIN_CLASS_NAMES
 
@@ -118,11 +119,9 @@ class Job:
     human: str | None
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """An RGB image as a float tensor (3, H, W) in [0, 1]."""
-    with Image.open(path) as img:
-        array = np.array(img.convert("RGB"))
-    return torch.from_numpy(array).permute(2, 0, 1).float().div(255)
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, setting: str = "the pixel limit") -> torch.Tensor:
+    """An RGB image as a float tensor (3, H, W) in [0, 1] (see ``hmsa.data.images.read_rgb``)."""
+    return torch.from_numpy(read_rgb(path, max_pixels, setting)).permute(2, 0, 1).float().div(255)
 
 
 class _Images(Dataset):

@@ -53,11 +53,13 @@ class ParameterError(ValueError):
     """A parameter block does not validate; the message names each bad key and what to do."""
 
 
-def parse_params(model: type[Model], raw: Any, key: str, conf_file: str | None = None) -> Model:
+def parse_params(model: type[Model], raw: Any, key: str, conf_file: str | None = None,
+                 source=None) -> Model:
     """Validate the parameter block ``key`` (a dict from conf/) against ``model``.
 
     Unknown keys (typos), wrong types and out-of-range values are reported one per line,
-    as ``key.sub.key: what is wrong``, with the file to edit.
+    as ``key.sub.key: what is wrong``, with the file to edit: ``source(dotted key)`` names the
+    file (or ``--params``) that set it, else ``conf_file``.
     """
     if isinstance(raw, model):
         return raw
@@ -68,7 +70,7 @@ def parse_params(model: type[Model], raw: Any, key: str, conf_file: str | None =
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        lines = []
+        lines, files = [], []
         for e in err.errors():
             where = ".".join(str(p) for p in (key, *e["loc"]))
             msg = e["msg"]
@@ -78,11 +80,59 @@ def parse_params(model: type[Model], raw: Any, key: str, conf_file: str | None =
                 msg = "unknown parameter (a typo?)"
             elif "input" in e and e["type"] not in ("missing", "value_error"):
                 msg = f"{msg} (got {e['input']!r})"
-            lines.append(f"  {where}: {msg}")
-        where = f" in {conf_file}" if conf_file else ""
+            origin = source(where) if source else None
+            files.append(origin or conf_file)
+            lines.append(f"  {where}: {msg}" + (f" (set in {origin})" if origin else ""))
+        named = list(dict.fromkeys(f for f in files if f))
+        where = f" in {', '.join(named)}" if named else ""
         raise ParameterError(
             f"Invalid parameters '{key}'{where}:\n" + "\n".join(lines) + "\nFix them in conf/ or in --params."
         ) from None
+
+
+def setting_source(project: Path | str, env: str | None = None, runtime: dict | None = None):
+    """``source(dotted key)``: where ``kedro run --env env`` takes that parameter from, the
+    way Kedro merges them: ``--params``, then conf/<env> (conf/local by default), then
+    conf/base; None when no file sets it (a default of the code)."""
+    import yaml
+
+    def has(tree: Any, parts: list[str]) -> bool:
+        for part in parts:
+            if not isinstance(tree, dict) or part not in tree:
+                return False
+            tree = tree[part]
+        return True
+
+    conf = Path(project) / "conf"
+    files = []
+    for folder in (env or CONFIG_LOADER_ARGS["default_run_env"], CONFIG_LOADER_ARGS["base_env"]):
+        root = conf / folder
+        found = sorted(p for p in root.rglob("*.y*ml") if p.name.startswith("parameters")
+                       or any(part.startswith("parameters") for part in p.relative_to(root).parts[:-1]))
+        files += found
+
+    def load(path: Path) -> Any:
+        try:
+            return yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return {}
+
+    trees = [(str(path.relative_to(conf.parent)), load(path)) for path in files]
+
+    def source(dotted: str) -> str | None:
+        parts = dotted.split(".")
+        runtime_params = runtime or {}
+        # the deepest key that is set (``crop.0`` is set by ``crop: [...]``), below the block itself
+        for depth in range(len(parts), 1, -1):
+            key = ".".join(parts[:depth])
+            if has(runtime_params, parts[:depth]) or key in runtime_params:
+                return "--params"
+            for name, tree in trees:
+                if has(tree, parts[:depth]):
+                    return name
+        return None
+
+    return source
 
 
 def parameter_blocks() -> dict[str, tuple[type[BaseModel], str]]:
@@ -102,8 +152,9 @@ def parameter_blocks() -> dict[str, tuple[type[BaseModel], str]]:
     }
 
 
-def check_parameters(params: dict[str, Any]) -> None:
-    """Validate every parameter block before anything runs, so a typo fails in seconds.
+def check_parameters(params: dict[str, Any], source=None) -> None:
+    """Validate every parameter block before anything runs, so a typo fails in seconds; each
+    error names the file that set the value (``source``, from :func:`setting_source`).
 
     An unknown top-level key (``--params studnet.trainer.seed=1``) is an error too: Kedro
     would otherwise add it silently and the run would ignore it.
@@ -115,9 +166,9 @@ def check_parameters(params: dict[str, Any]) -> None:
             f"Unknown parameter block(s) {unknown}: the parameters are {sorted(blocks)}. "
             "Check the spelling in conf/ or in --params."
         )
-    for key in blocks:
+    for key, (model, conf_file) in blocks.items():
         if key in params:
-            parse_block(key, params[key])
+            parse_params(model, params[key], key, conf_file, source)
 
 
 def parse_block(key: str, raw: Any) -> BaseModel:

@@ -3,6 +3,7 @@ run with what it was made from (code, data, environment, DVC experiment); one wr
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ from kedro.framework.project import pipelines
 from kedro.io import MemoryDataset
 
 from hmsa import provenance
-from hmsa.pipeline_registry import run_name
+from hmsa.pipeline_registry import STAGES, run_name
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ TAG_DVC_EXPERIMENT = "dvc_experiment"
 TAG_DVC_BASELINE = "dvc_baseline_rev"
 
 
+class MissingInputError(RuntimeError):
+    """A run reads an earlier stage's output that does not exist; the message names the stage."""
+
+
 class PreflightHook:
     """Fails in seconds, with what to do, on what would otherwise fail hours into a run.
 
@@ -40,7 +45,7 @@ class PreflightHook:
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
         """Validate the environment, every parameter block (typos, types, ranges) and the MLflow store."""
-        from hmsa.config import check_parameters
+        from hmsa.config import check_parameters, setting_source
         from hmsa.tracking import check_store
 
         conf = Path(context.project_path) / "conf"
@@ -48,7 +53,8 @@ class PreflightHook:
             envs = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("base", "local"))
             raise ValueError(f"--env {context.env}: there is no conf/{context.env}/ in {context.project_path}. "
                              f"The environments are: {', '.join(envs)} (none: conf/local over conf/base).")
-        check_parameters(context.params)
+        check_parameters(context.params, setting_source(context.project_path, context.env,
+                                                        getattr(context, "_runtime_params", None)))
         loader = context.config_loader
         if "mlflow" not in loader.config_patterns:
             loader.config_patterns["mlflow"] = ["mlflow*", "mlflow*/**", "**/mlflow*"]
@@ -72,12 +78,29 @@ class PreflightHook:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        """Refuse a run that would write a dataset the environment does not have."""
+        """Refuse a run that would write a dataset the environment does not have, or that
+        reads an output of an earlier stage that was never made (with the stage that makes it)."""
         from hmsa.datasets import AbsentDataset
 
         for name in sorted(pipeline.all_outputs()):
             if name in catalog and isinstance(catalog[name], AbsentDataset):
                 raise ValueError(f"{name}: {catalog[name].reason}")
+        makers = {out: stage for stage in STAGES  # every stage's, not only the ones this run loaded
+                  for out in importlib.import_module(f"hmsa.pipelines.{stage}").create_pipeline().all_outputs()}
+        # an AbsentDataset is missing by design: an environment without that stage (mapillary)
+        missing = [name for name in sorted(pipeline.inputs()) if name in makers and name in catalog
+                   and not isinstance(catalog[name], AbsentDataset) and not catalog.exists(name)]
+        if missing:
+            stages = [stage for stage in STAGES if stage in {makers[name] for name in missing}]
+            where = [f"{name} ({getattr(catalog[name], '_filepath', None) or type(catalog[name]).__name__})"
+                     for name in missing]
+            raise MissingInputError(
+                f"This run reads {', '.join(where)}, which no earlier run has made. Run the stage that makes "
+                f"{'them' if len(missing) > 1 else 'it'} first: kedro run --pipelines {','.join(stages)} (or the "
+                "whole chain: kedro run), or fetch the team's outputs with dvc pull."
+            )
+        if "raw_data_info" in pipeline.inputs() and catalog.exists("raw_data_info"):
+            provenance.check_raw_data(catalog.load("raw_data_info"))  # the tree this run reads is the one ingested
 
 
 class ProvenanceHook:

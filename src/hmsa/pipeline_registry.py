@@ -24,8 +24,35 @@ def run_name(pipeline_names: list[str] | tuple[str, ...], available: list[str] |
     return "+".join(sorted(names, key=lambda n: (order.get(n, len(order)), n)))
 
 
+class UnknownPipelineError(KeyError):
+    """``kedro run --pipelines`` names a pipeline the project does not have."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
+def pipeline_names() -> list[str]:
+    """The pipelines under ``hmsa/pipelines/`` (one package each)."""
+    import importlib.resources
+
+    folder = importlib.resources.files("hmsa.pipelines")
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(("_", ".")) and (p / "__init__.py").is_file())
+
+
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register every pipeline under ``pipelines/`` and chain the stages as ``__default__``."""
+    """Register every pipeline under ``pipelines/`` and chain the stages as ``__default__``.
+
+    A name ``kedro run --pipelines`` asks for that does not exist is refused with the list
+    of names (Kedro would fail importing a module of that name)."""
+    from kedro.framework.project import pipelines as requested
+
+    known = pipeline_names()
+    unknown = sorted(set(getattr(requested, "_requested_pipelines", None) or []) - {*known, "__default__"})
+    if unknown:
+        raise UnknownPipelineError(
+            f"--pipelines {','.join(unknown)}: no such pipeline. The pipelines are: {', '.join(known)}; "
+            f"__default__ (no --pipelines) runs them all: {' -> '.join(default_chain(known))}.")
     pipelines = find_pipelines(raise_errors=True)
     pipelines["__default__"] = sum((pipelines[name] for name in default_chain(list(pipelines))), Pipeline([]))
     return pipelines

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from hmsa.fileio import atomic_path
+from hmsa.data.images import MAX_IMAGE_PIXELS, ImageError, read_rgb
 from hmsa.data.labels import label_set_for
+from hmsa.models.fusion import DEFAULT_MAX_SCALE as MAX_SCALE
 
 DEFAULT_MODEL = "models:/hmsa-student@champion"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -96,16 +98,17 @@ def load_model(source: str, tracking_uri: str | None = None, env: str | None = N
             f"--model {err} Run `make run` first (it trains, registers and evaluates the models), pass "
             "--tracking-uri, or give a model file with --model data/06_models/student.pt"
         ) from None
+    except tracking.ModelLoadError as err:
+        raise PredictError(f"--model {err}") from None
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """The image as the model's input, (3, H, W) in [0, 1] (greyscale and RGBA converted)."""
-    from hmsa.autolabel import read_image as read
-
+def read_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """The image as the model's input, (3, H, W) in [0, 1] (greyscale, 16-bit and RGBA
+    converted; over ``max_pixels`` refused before it is decoded)."""
     try:
-        return read(path)
-    except (UnidentifiedImageError, OSError) as err:
-        raise PredictError(f"{path}: cannot read this image ({err}); remove it or convert it to PNG/JPEG") from None
+        return torch.from_numpy(read_rgb(path, max_pixels, "--max-pixels")).permute(2, 0, 1).float().div(255)
+    except ImageError as err:
+        raise PredictError(str(err)) from None
 
 
 def attention_picture(image: np.ndarray, attention: dict[float, np.ndarray]) -> np.ndarray:
@@ -149,17 +152,19 @@ def output_folder(out: Path) -> Path:
 
 
 def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: Sequence[float] = (0.5, 1.0, 2.0),
-            flip: bool = False, device: str = "auto", batch_size: int = 1, progress: bool = True) -> list[Path]:
+            flip: bool = False, device: str = "auto", batch_size: int = 1, progress: bool = True,
+            max_pixels: int = MAX_IMAGE_PIXELS, max_scale: float = MAX_SCALE) -> list[Path]:
     """Segment ``images`` and write the three PNGs of each under ``out``; returns the files written.
 
     An image that cannot be read is skipped: every other one is written, then a
     PartialPredictError names the skipped ones (and carries the files written)."""
     from hmsa.evaluation.grid import batches_of
     from hmsa.models.fusion import check_scales
+    from hmsa.models.segmenter import NonFiniteOutputError, require_finite
     from hmsa.training.loop import pick_device
 
     try:
-        scales = check_scales(scales)
+        scales = check_scales(scales, max_scale, "--max-scale")
     except ValueError as err:
         raise PredictError(f"--scales: {err}") from None
     dev = pick_device(device)
@@ -173,7 +178,7 @@ def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: S
     def readable():
         for i, path in enumerate(images):
             try:
-                yield read_image(path), torch.tensor(i)
+                yield read_image(path, max_pixels), torch.tensor(i)
             except PredictError as err:
                 unreadable.append(str(err))
                 bar.update(1)
@@ -181,6 +186,10 @@ def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: S
     bar = tqdm(total=len(images), desc="predicting", unit="img", disable=not progress)
     for batch, index in batches_of(readable(), batch_size):
         result = model.predict(batch.to(dev), scales, flip)
+        try:
+            require_finite(result["logits"], f"the model, on {images[int(index[0])]}")
+        except NonFiniteOutputError as err:
+            raise PredictError(str(err)) from None
         labels = result["logits"].argmax(1).to(torch.uint8).cpu().numpy()
         for j, i in enumerate(index.tolist()):
             files = {kind: out / f"{names[i]}_{kind}.png" for kind in ("color", "labelIds", "attention")}
@@ -246,11 +255,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flip", action="store_true", help="also predict the mirrored image and average")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images only)")
+    p.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                   help=f"refuse images with more pixels than this, before decoding them (default {MAX_IMAGE_PIXELS:,})")
+    p.add_argument("--max-scale", type=float, default=MAX_SCALE,
+                   help=f"the largest inference scale allowed (default {MAX_SCALE:g}; memory grows with its square)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: MLFLOW_TRACKING_URI, else the project's mlflow.yml: sqlite:///mlflow.db)")
     p.add_argument("--env", default=None, help="the Kedro environment whose store and model names to use (default: local)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s = sub.add_parser("serve", help="serve a model over HTTP (MLflow's scoring server, with a request-size limit)",
+                       description=serve_doc())
+    s.add_argument("--model", default=None,
+                   help=f"MLflow model URI (default: the environment's champion, {DEFAULT_MODEL})")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=5001)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--max-request-bytes", type=int, default=None,
+                   help="refuse larger request bodies (default: the model's serving.max_request_bytes)")
+    s.add_argument("--tracking-uri", default=None,
+                   help="MLflow store (default: MLFLOW_TRACKING_URI, else the project's mlflow.yml: sqlite:///mlflow.db)")
+    s.add_argument("--env", default=None, help="the Kedro environment whose store and model names to use (default: local)")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     try:
         if args.batch_size < 1:
             raise PredictError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -262,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model = champion_uri(env=args.env)
         model = load_model(args.model, args.tracking_uri, args.env)
         written = predict(images, model, args.out, args.scales, args.flip, args.device, args.batch_size,
-                          not args.no_progress)
+                          not args.no_progress, args.max_pixels, args.max_scale)
     except PartialPredictError as err:
         print(f"hmsa predict: error: {err}", file=sys.stderr)
         print(f"{len(images)} images -> {len(err.written)} files in {args.out}")
@@ -272,6 +299,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{len(images)} images -> {len(written)} files in {args.out}")
     return 0
+
+
+def serve_doc() -> str:
+    from hmsa import serving_app
+
+    return serving_app.__doc__
+
+
+def _serve(args) -> int:
+    """``hmsa serve``: the model is checked (it exists, it loads) before the server starts."""
+    from hmsa import serving_app
+
+    try:
+        _check_env(args.env)
+        if args.model is None:
+            from hmsa.tracking import champion_uri
+
+            args.model = champion_uri(env=args.env)
+        if not args.model.startswith(("models:/", "runs:/")) and "://" not in args.model:
+            raise PredictError(f"--model {args.model}: give an MLflow model URI such as {DEFAULT_MODEL} (a model file "
+                               "has no MLflow model around it to serve)")
+        load_model(args.model, args.tracking_uri, args.env)
+    except PredictError as err:
+        print(f"hmsa serve: error: {err}", file=sys.stderr)
+        return 2
+    return serving_app.serve(args.model, args.host, args.port, args.workers, args.max_request_bytes)
 
 
 if __name__ == "__main__":

@@ -35,3 +35,25 @@ def dvc_hash(path: Path | str) -> str:
     with tempfile.TemporaryDirectory() as staging:
         _, _, obj = build(HashFileDB(fs, staging), str(Path(path).resolve()), fs, "md5", dry_run=True)
     return obj.hash_info.value
+
+
+class RawDataChangedError(RuntimeError):
+    """The raw tree is not the one ingestion recorded; the message says what to run."""
+
+
+def check_raw_data(info: dict) -> None:
+    """Stop when the raw tree ``info`` (ingestion's ``raw_data_info``) describes has changed
+    since ingestion hashed it: a stage would read files its manifest, class counts and
+    centroids do not describe, and its MLflow run would carry the old hash. Nothing to check
+    when ingestion did not hash (``data.hash_raw_data: false``)."""
+    recorded = info.get("dvc_md5")
+    if not recorded:
+        return
+    now = dvc_hash(info["root"])
+    if now != recorded:
+        raise RawDataChangedError(
+            f"The raw data at {info['root']} changed after data_ingestion recorded it (DVC hash {recorded}, now "
+            f"{now}): the manifest, class counts and centroids describe other files. Run data_ingestion again "
+            "(kedro run --pipelines data_ingestion, or the whole chain with kedro run), or restore the files "
+            "(dvc checkout)."
+        )

@@ -246,8 +246,17 @@ def claim_run(run_id: str, client: MlflowClient | None = None) -> list[str]:
     return ended
 
 
-class ModelNotFoundError(LookupError):
+class ModelLoadError(LookupError):
+    """An MLflow model cannot be loaded (missing, not an hmsa model, unsafe or damaged weights);
+    the message names it and says what to do."""
+
+
+class ModelNotFoundError(ModelLoadError):
     """A registered model, alias or version is not in the store; the message says what is."""
+
+
+#: the pyfunc artifact that holds the model bundle (configuration and weights)
+BUNDLE_ARTIFACT = "bundle"
 
 
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
@@ -281,26 +290,48 @@ def _missing(model_uri: str, client: MlflowClient) -> str | None:
 
 
 def load_segmenter(model_uri: str):
-    """The Segmenter of an MLflow pyfunc model (``models:/NAME@ALIAS``, ``runs:/...``), from
-    the current tracking store. A missing model, alias or version is named, with what the
-    registry has and what to do."""
+    """The Segmenter of an hmsa MLflow model (``models:/NAME@ALIAS``, ``runs:/...``,
+    ``file:///folder``), from the current tracking store. A missing model, alias or version is
+    named, with what the registry has and what to do.
+
+    Only the model's YAML description and its weights file are read, the weights with
+    ``torch.load(weights_only=True)``: no pickle and no source file of the model is ever run,
+    so a model from a shared store cannot run code here.
+    """
     from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from hmsa.serving import ModelMismatchError, model_from_bundle
 
     store = without_credentials(mlflow.get_tracking_uri())
     try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+        # the MLmodel file alone (Model.load refuses file:// folders)
+        description = Model.load(mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/MLmodel"))
     except (MlflowException, OSError) as err:
         try:
             what = _missing(model_uri, MlflowClient())
         except MlflowException:
             what = None
         raise ModelNotFoundError(f"{model_uri}: {what or f'cannot load it ({err})'} [MLflow store: {store}]") from None
+    entry = ((description.flavors.get("python_function") or {}).get("artifacts") or {}).get(BUNDLE_ARTIFACT) or {}
+    relative = str(entry.get("path") or "")
+    if not relative or relative.startswith("/") or ".." in Path(relative).parts:
+        raise ModelLoadError(f"{model_uri}: not an hmsa model (its MLmodel names no {BUNDLE_ARTIFACT!r} weights "
+                             "artifact inside the model); give a model that hmsa's training registered")
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/{relative}")
+        return model_from_bundle(checkpoint.load(local), model_uri)
+    except (MlflowException, OSError, checkpoint.CheckpointError, ModelMismatchError) as err:
+        raise ModelLoadError(f"{model_uri}: {err} [MLflow store: {store}]") from None
 
 
 def signature() -> ModelSignature:
-    """uint8 RGB image batch in, trainId label maps out; scales, flip and fusion as parameters."""
+    """trainId label maps out; scales, flip and fusion as parameters (the input, RGB 0..255
+    (N, H, W, 3), is checked by ``hmsa.serving.as_uint8_images``)."""
+    # no input schema: MLflow would cast the JSON to it, turning floats in [0, 1] into a black
+    # uint8 image before the model could refuse them; the model checks dtype and range itself
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+        inputs=None,
         outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
         params=ParamSchema([
             ParamSpec("scales", "double", [1.0], shape=(-1,)),
@@ -310,23 +341,25 @@ def signature() -> ModelSignature:
     )
 
 
-def log_and_register(bundle: dict, registered_name: str, pip_requirements: list[str]) -> dict | None:
+def log_and_register(bundle: dict, registered_name: str, pip_requirements: list[str],
+                     limits: dict | None = None) -> dict | None:
     """Log ``bundle`` as a pyfunc model in the active run, register it, alias it ``newest``.
+    ``limits``: the served model's ``hmsa.serving.ServingLimits``, as its model_config.
 
     Returns ``{"model_uri", "registered_model", "version", "alias"}``, or None when no run is
     active (tracking disabled, or a non-zero rank under torchrun).
     """
     if mlflow.active_run() is None:
         return None
-    from hmsa.serving import SegmenterPyfunc
-
     package = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model_bundle.pt"
         checkpoint.save_atomic(bundle, path)
+        # models from code: the model is this source file plus the weights, no pickled object
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=SegmenterPyfunc(), artifacts={"bundle": str(path)},
+            name="model", python_model=str(package / "serving_code.py"), artifacts={BUNDLE_ARTIFACT: str(path)},
             code_paths=[str(package)], signature=signature(), pip_requirements=pip_requirements,
+            model_config=dict(limits or {}),
             registered_model_name=registered_name,
         )
     version = info.registered_model_version

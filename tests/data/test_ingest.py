@@ -199,3 +199,21 @@ def test_centroids_match_a_brute_force_computation():
                 if len(ys) >= 3:
                     expected.append((k, r * 4 + c, round(ys.mean() + row_edges[r]), round(xs.mean() + col_edges[c]), len(ys)))
     assert sorted(map(tuple, ingest.class_centroids(train_ids, spec).tolist())) == sorted(expected)
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tiny_tree):
+    image = _first(tiny_tree, "leftImg8bit/train/*/*.png")
+    width, height = Image.open(image).size
+    index = cityscapes.index_tree(tiny_tree, TINY_SPLITS)
+    result = ingest.check_tree(tiny_tree, index, CentroidSpec(2, 4, 1), max_pixels=width * height - 1)
+    problems = {p.path: p.problem for p in result.problems}
+    assert "over data.max_image_pixels" in problems[_rel(tiny_tree, image)]
+    assert "raise data.max_image_pixels" in problems[_rel(tiny_tree, image)]
+
+
+def test_a_decompression_bomb_is_a_named_problem(tiny_tree):
+    from tests.data.test_images import png_header_only
+
+    image = _first(tiny_tree, "leftImg8bit/train/*/*.png")
+    png_header_only(image, 14000, 14000)
+    _expect_error(tiny_tree, _rel(tiny_tree, image), "over data.max_image_pixels")

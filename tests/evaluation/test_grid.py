@@ -62,3 +62,18 @@ def test_batches_split_where_the_image_size_changes():
     pairs = [(torch.zeros(3, 8, 8), torch.zeros(8, 8))] * 3 + [(torch.zeros(3, 8, 16), torch.zeros(8, 16))] * 2
     shapes = [tuple(images.shape) for images, _ in batches_of(pairs, 2)]
     assert shapes == [(2, 3, 8, 8), (1, 3, 8, 8), (2, 3, 8, 16)]
+
+
+def test_non_finite_logits_stop_the_evaluation_by_name(tiny_model):
+    """A model whose weights hold NaN scores ~1/19 mIoU (argmax picks class 0 everywhere) and
+    could be crowned; the evaluation stops instead, naming it."""
+    from hmsa.models.segmenter import NonFiniteOutputError
+
+    model = tiny_model("hmsa")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    images, labels = torch.rand(2, 3, 32, 48), torch.zeros(2, 32, 48, dtype=torch.long)
+    settings = settings_for(model, SCALE_SETS, ["hierarchical"], [False])
+    with pytest.raises(NonFiniteOutputError, match=r"model 'broken', evaluated at single/1\.0: 100\.0% of the logits"):
+        evaluate_grid(model, [(images, labels)], settings, torch.device("cpu"), name="model 'broken'")

@@ -6,7 +6,7 @@ from hmsa.config import ParameterError
 from hmsa.pipelines import _training
 from hmsa.pipelines.data_ingestion import nodes as ingestion
 
-PARAMS = {"registered_model_name": "m", "trainer": {"class_weights": "balanced"}}
+PARAMS = {"registered_model_name": "m", "trainer": {"class_weights": "balanced", "crop": [32, 32]}}
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_no_coarse_labels(ingested):
 
 
 def test_class_uniform_maps_centroids_to_items(ingested):
-    params = {**PARAMS, "trainer": {"sampling": "class_uniform"}}
+    params = {**PARAMS, "trainer": {**PARAMS["trainer"], "sampling": "class_uniform"}}
     data = _training.select_training_data(params, "teacher", *ingested)
     assert not data.centroids.empty
     assert data.centroids["item"].between(0, len(data.train) - 1).all()
@@ -72,7 +72,7 @@ def test_class_uniform_draws_from_the_auto_labelled_images_too(ingested, tmp_pat
     assert (auto_centroids["label_kind"] == "auto").all() and (auto_centroids["train_id"] == 11).all()
     assert len(auto_centroids) == len(auto)  # one tile holds each person; ignored pixels have none
 
-    params = {**PARAMS, "coarse_labels": "auto", "trainer": {"sampling": "class_uniform"}}
+    params = {**PARAMS, "coarse_labels": "auto", "trainer": {**PARAMS["trainer"], "sampling": "class_uniform"}}
     data = _training.select_training_data(params, "student", manifest, pixels, centroids, info, auto, labels_info,
                                           auto_centroids)
     drawn = data.centroids[data.centroids["label_kind"] == "auto"]
@@ -127,3 +127,14 @@ def test_checkpoints_go_under_paths_unless_the_trainer_names_a_folder(tmp_path):
     own = _training.role_config({**PARAMS, "trainer": {"checkpoint_dir": "elsewhere"}}, "student",
                                 {"checkpoints": str(tmp_path)})
     assert own.trainer.checkpoint_dir == "elsewhere"
+
+
+def test_a_crop_larger_than_every_training_image_is_refused_before_training(ingested):
+    manifest = ingested[0]
+    tallest, widest = int(manifest["height"].max()), int(manifest["width"].max())
+    params = {**PARAMS, "trainer": {"crop": [tallest * 8, widest]}}
+    with pytest.raises(ValueError, match=rf"student\.trainer\.crop is {tallest * 8} x {widest} .*the largest is "
+                                         rf"{tallest} x {widest}.* at most \[{tallest}, {widest}\]"):
+        _training.select_training_data({**params, "coarse_labels": "none"}, "student", *ingested)
+    data = _training.select_training_data({**PARAMS, "trainer": {"crop": [tallest, widest]}}, "teacher", *ingested)
+    assert len(data.train) == 8

@@ -151,6 +151,14 @@ def _serve_champion_and_query_it(project, image, uri):
                 env={"MLFLOW_TRACKING_URI": uri}):
         body = {"inputs": image[None].tolist(), "params": {"scales": [0.5, 1.0], "flip": False}}
         reply = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=120)
+        # an image scaled to [0, 1], and a scale over the logged limit: 400s that say why
+        floats = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": (image[None] / 255).tolist()},
+                               timeout=120)
+        huge = requests.post(f"http://127.0.0.1:{port}/invocations",
+                             json={"inputs": image[None].tolist(), "params": {"scales": [1.0, 60.0]}}, timeout=120)
+    assert floats.status_code == 400 and "multiply by 255" in floats.json()["message"], floats.text[:2000]
+    assert huge.status_code == 400 and "over serving.max_scale (4)" in huge.json()["message"], huge.text[:2000]
+    assert "stack_trace" not in floats.json() and "stack_trace" not in huge.json()
     assert reply.status_code == 200, reply.text[:2000]
     served = np.asarray(reply.json()["predictions"], dtype=np.uint8)
     local = mlflow.pyfunc.load_model("models:/hmsa-student@champion").predict(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hmsa.config import PathsConfig
 from hmsa.data.cityscapes import LABEL_KINDS
+from hmsa.data.images import MAX_IMAGE_PIXELS
 from hmsa.data.mapillary import MapillarySpec
 from hmsa.data.synthetic import SynthCitySpec
 
@@ -36,6 +37,8 @@ class DataConfig(BaseModel):
     centroid_grid: tuple[int, int] = (2, 4)
     centroid_min_pixels: int = Field(4, ge=1)
     hash_raw_data: bool = True
+    #: images and labels over this many pixels are refused from their header, before decoding
+    max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from hmsa.data.cityscapes import FileProblem, IndexEntry, TreeIndex
+from hmsa.data.images import MAX_IMAGE_PIXELS
 from hmsa.data.labels import CITYSCAPES, IGNORE_INDEX, NUM_CLASSES, LabelSet, label_set
 
 log = logging.getLogger(__name__)
@@ -62,12 +64,22 @@ class _Checked:
     centroids: np.ndarray  # (n, 5): train_id, tile, y, x, pixels
 
 
-def _open_image(path: Path, what: str, modes: tuple[str, ...]) -> tuple[Image.Image | None, str | None]:
-    """Open and fully decode one PNG; return (image, None) or (None, problem)."""
+def _open_image(path: Path, what: str, modes: tuple[str, ...],
+                max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[Image.Image | None, str | None]:
+    """Open and fully decode one PNG; return (image, None) or (None, problem). An image over
+    ``max_pixels`` is refused from its header, before it is decoded."""
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # data.max_image_pixels speaks instead
+            img = Image.open(path)
+        with img:
+            if img.width * img.height > max_pixels:
+                return None, (f"{what} is {img.width} x {img.height} = {img.width * img.height:,} pixels, over "
+                              f"data.max_image_pixels ({max_pixels:,}); downscale it, or raise data.max_image_pixels")
             img.load()  # decoding everything is what finds truncated files
             img = img.copy()
+    except Image.DecompressionBombError as err:  # a header claiming more than Pillow will ever decode
+        return None, f"{what} refused ({err}), over data.max_image_pixels ({max_pixels:,}); downscale it"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return None, f"unreadable or truncated {what} ({err}); re-download or regenerate the file"
     if img.mode not in modes:
@@ -113,12 +125,12 @@ def class_centroids(train_ids: np.ndarray, spec: CentroidSpec, num_classes: int 
 
 
 def check_entry(root: Path, entry: IndexEntry, spec: CentroidSpec,
-                labels: LabelSet = CITYSCAPES) -> tuple[_Checked | None, list[FileProblem]]:
+                labels: LabelSet = CITYSCAPES, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[_Checked | None, list[FileProblem]]:
     """Open, check and measure one (image, label) pair, its label ids read with ``labels``."""
-    image, problem = _open_image(root / entry.image_path, "image", ("RGB",))
+    image, problem = _open_image(root / entry.image_path, "image", ("RGB",), max_pixels)
     if problem:
         return None, [FileProblem(entry.image_path, problem)]
-    label, problem = _open_image(root / entry.label_path, f"{entry.label_kind} label", ("L", "P"))
+    label, problem = _open_image(root / entry.label_path, f"{entry.label_kind} label", ("L", "P"), max_pixels)
     if problem:
         return None, [FileProblem(entry.label_path, problem)]
     if label.size != image.size:
@@ -142,9 +154,9 @@ def check_entry(root: Path, entry: IndexEntry, spec: CentroidSpec,
                     class_centroids(train_ids, spec, labels.num_classes)), []
 
 
-def _check_batch(args: tuple[Path, list[IndexEntry], CentroidSpec, str]):
-    root, entries, spec, labels = args
-    return [check_entry(root, entry, spec, label_set(labels)) for entry in entries]
+def _check_batch(args: tuple[Path, list[IndexEntry], CentroidSpec, str, int]):
+    root, entries, spec, labels, max_pixels = args
+    return [check_entry(root, entry, spec, label_set(labels), max_pixels) for entry in entries]
 
 
 @dataclass
@@ -164,6 +176,7 @@ def check_tree(
     workers: int = 1,
     batch_size: int = 16,
     labels: LabelSet = CITYSCAPES,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> IngestResult:
     """Check every indexed pair in ``workers`` processes and gather the results; label ids
     are read with ``labels``.
@@ -171,7 +184,7 @@ def check_tree(
     Layout problems already found by the index are carried into ``problems``.
     """
     root = Path(root)
-    batches = [(root, index.entries[i : i + batch_size], spec, labels.name)
+    batches = [(root, index.entries[i : i + batch_size], spec, labels.name, max_pixels)
                for i in range(0, len(index.entries), batch_size)]
     rows, counts, centroids, problems = [], [], [], list(index.problems)
     bar = tqdm(total=len(index.entries), desc="ingest", unit="img", disable=None, mininterval=2)

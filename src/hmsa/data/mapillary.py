@@ -33,6 +33,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from hmsa.data import cityscapes
+from hmsa.data.images import to_rgb
 from hmsa.data.ingest import run_jobs
 from hmsa.fileio import replace_folder
 
@@ -121,7 +122,7 @@ def _convert_one(args: tuple[Path, str, int, Path, Path, int, int]) -> None:
     dest, split, number, image_path, label_path, long_edge, quality = args
     stem = cityscapes.image_id(CITY, number, 19)
     with Image.open(image_path) as img:
-        image = img.convert("RGB")
+        image = Image.fromarray(to_rgb(img, image_path))  # 16-bit scaled, not clipped
     with Image.open(label_path) as lab:
         lab.load()
         if lab.size != image.size:

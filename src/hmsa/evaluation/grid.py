@@ -17,6 +17,7 @@ import torch
 
 from hmsa.evaluation.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from hmsa.models.heads import resize
+from hmsa.models.segmenter import require_finite
 
 #: the fusion name of a single-scale setting ([1.0]): no fusion happens
 SINGLE = "single"
@@ -102,17 +103,20 @@ class GridResult:
 
 
 def evaluate_grid(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], settings: Sequence[Setting],
-                  device: torch.device, on_batch=None, combine=None) -> GridResult:
+                  device: torch.device, on_batch=None, combine=None, name: str = "the model") -> GridResult:
     """Accumulate a confusion matrix per setting over ``batches`` of (images, trainId labels).
 
     ``combine``, when given, is applied to the stacked matrices at the end: with each process
-    holding a share of the data, summing them over the processes gives the whole set's."""
+    holding a share of the data, summing them over the processes gives the whole set's.
+    Non-finite logits stop it (``NonFiniteOutputError`` naming ``name``): a broken model is
+    never scored, so never crowned."""
     num_classes = model.cfg.num_classes
     confusions = {cell: torch.zeros(num_classes, num_classes, dtype=torch.long, device=device) for cell in settings}
     model.eval()
     for images, labels in batches:
         images, labels = images.to(device), labels.to(device)
         for cell, logits in predict_grid(model, images, settings).items():
+            require_finite(logits, f"{name}, evaluated at {cell.name}")
             if logits.shape[-2:] != labels.shape[-2:]:
                 logits = resize(logits, labels.shape[-2:])
             confusions[cell] += confusion_matrix(logits.argmax(1), labels, num_classes)

@@ -49,13 +49,23 @@ class Fused:
         return fuse(self.rule, self.outputs, self.size, self.weights)
 
 
-def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
-    """Validate a list of inference scales: positive, unique, and containing 1.0."""
+#: the largest inference scale by default: the paper's largest is 2.0; memory grows with its square
+DEFAULT_MAX_SCALE = 4.0
+
+
+def check_scales(scales: Sequence[float], max_scale: float | None = None,
+                 setting: str = "the largest scale allowed") -> tuple[float, ...]:
+    """Validate a list of inference scales: positive, unique, containing 1.0, and none above
+    ``max_scale`` (memory grows with the square of the largest scale; ``setting`` names the
+    option that raises it)."""
     scales = tuple(float(s) for s in scales)
     if not scales:
         raise ValueError("scales: the list is empty; give at least [1.0]")
     if any(not s > 0 for s in scales):
         raise ValueError(f"scales: every scale must be > 0, got {list(scales)}")
+    if max_scale is not None and max(scales) > max_scale:
+        raise ValueError(f"scales: {max(scales):g} is over {setting} ({max_scale:g}): memory grows with the square "
+                         f"of the largest scale; use smaller scales, or raise {setting}")
     if len(set(scales)) != len(scales):
         raise ValueError(f"scales: each scale may appear once, got {list(scales)}")
     if 1.0 not in scales:

@@ -167,3 +167,19 @@ class Segmenter(nn.Module):
 def build_model(cfg: ModelConfig) -> Segmenter:
     """The model described by ``cfg``."""
     return Segmenter(cfg)
+
+
+class NonFiniteOutputError(ValueError):
+    """A model produced NaN or infinite logits: its weights are broken."""
+
+
+def require_finite(logits: torch.Tensor, what: str) -> None:
+    """Refuse NaN or infinite logits: their argmax is a meaningless map (all class 0) that would
+    otherwise be scored, crowned or written as if it were a prediction."""
+    bad = ~torch.isfinite(logits)
+    if bool(bad.any()):
+        raise NonFiniteOutputError(
+            f"{what}: {bad.float().mean().item():.1%} of the logits are NaN or infinite, so every prediction "
+            "would be meaningless. The weights are broken (did training diverge? lower the learning rate and "
+            "retrain); nothing was scored or written."
+        )

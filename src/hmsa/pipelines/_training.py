@@ -63,6 +63,7 @@ def training_data(cfg: RoleConfig, role: str, image_manifest: pd.DataFrame, clas
             f"{role}.model.num_classes is {cfg.model.num_classes}, but the data are labelled with the "
             f"{labels.name} label set of {labels.num_classes} classes: set {role}.model.num_classes to {labels.num_classes}"
         )
+    _check_crop(cfg, role, manifest[fine | human])
     items = items_from_manifest(train_rows, root, labels=labels.name)
     counts = class_pixel_totals(train_rows[KEYS].merge(class_pixel_counts, on=KEYS, how="left"))
     if cfg.coarse_labels == "auto":
@@ -91,6 +92,21 @@ def training_data(cfg: RoleConfig, role: str, image_manifest: pd.DataFrame, clas
     listing = "\n".join(f"{i.image}|{i.label}" for i in items)
     key = f"{raw_data_info.get('dvc_md5')}:{cfg.coarse_labels}:{hashlib.sha256(listing.encode()).hexdigest()[:16]}"
     return run.TrainData(items, items_from_manifest(val_rows, root, labels=labels.name), counts, centroids, key)
+
+
+def _check_crop(cfg: RoleConfig, role: str, rows: pd.DataFrame) -> None:
+    """A crop larger than every training image trains mostly on padding (and a huge one runs
+    out of memory): refuse it before any work, naming the setting and the sizes."""
+    if rows.empty or not {"height", "width"} <= set(rows.columns):
+        return
+    tallest, widest = int(rows["height"].max()), int(rows["width"].max())
+    crop_h, crop_w = cfg.trainer.crop
+    if crop_h > tallest or crop_w > widest:
+        raise ValueError(
+            f"{role}.trainer.crop is {crop_h} x {crop_w} (height x width), larger than every training image "
+            f"(the largest is {tallest} x {widest}): the crops would be mostly padding. Set {role}.trainer.crop to at "
+            f"most [{min(crop_h, tallest)}, {min(crop_w, widest)}]"
+        )
 
 
 class _Prefixed:
@@ -149,7 +165,7 @@ def register_model(params: dict, role: str, bundle: dict) -> dict:
 def register(cfg: RoleConfig, role: str, bundle: dict) -> dict:
     """``register_model`` for a validated configuration."""
     requirements = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "torchvision", "numpy", "pydantic", "mlflow")]
-    info = tracking.log_and_register(bundle, cfg.registered_model_name, requirements)
+    info = tracking.log_and_register(bundle, cfg.registered_model_name, requirements, cfg.serving.model_dump())
     if info is None:
         log.info("%s: MLflow tracking is off in this process: model not registered", role)
         return {"registered_model": cfg.registered_model_name, "version": None}

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hmsa.models.config import ModelConfig
+from hmsa.serving import ServingLimits
 
 
 class TrainerConfig(BaseModel):
@@ -86,6 +87,8 @@ class RoleConfig(BaseModel):
     #: (HMSA.md section 7): single = no attention, trained at 1.0; explicit = explicit
     #: attention on model.explicit_scales; human = this model on the human coarse labels
     variants: list[Literal["single", "explicit", "human"]] = Field(default_factory=list)
+    #: what one request to the served model may ask for (logged with the model)
+    serving: ServingLimits = Field(default_factory=ServingLimits)
 
     def variant(self, name: str) -> "RoleConfig":
         """The configuration of baseline ``name``: its own checkpoints and registered model."""

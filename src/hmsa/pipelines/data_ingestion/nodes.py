@@ -72,7 +72,8 @@ def ingest_raw_data(
     index = cityscapes.index_tree(root, cfg.used_splits)
     spec = ingest.CentroidSpec(*cfg.centroid_grid, min_pixels=cfg.centroid_min_pixels)
     labels = label_set(raw_data_info.get("labels", "cityscapes"))
-    result = ingest.check_tree(root, index, spec, workers=_workers(cfg), labels=labels)
+    result = ingest.check_tree(root, index, spec, workers=_workers(cfg), labels=labels,
+                               max_pixels=cfg.max_image_pixels)
     result, skipped = ingest.apply_bad_file_policy(result, index, root, cfg.on_bad_file, list(cfg.used_splits))
     log.info("Ingested %d label files of %d images from %s (%d skipped)",
              len(result.manifest), result.manifest["image_id"].nunique(), root, len(skipped))

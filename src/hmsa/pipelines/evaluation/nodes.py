@@ -105,7 +105,7 @@ def evaluate(params: dict, teacher_model: dict, student_model: dict, student_var
         settings = settings_for(model, cfg.scale_sets, cfg.fusions, cfg.flip)
         bar = tqdm(total=len(share), desc=f"evaluating {name}", unit="img", disable=not cfg.progress_bar)
         result = evaluate_grid(model, batches_of(_pairs(share), cfg.batch_size), settings, device, bar.update,
-                               combine=distributed.sum_over_ranks)
+                               combine=distributed.sum_over_ranks, name=f"model {name!r}")
         bar.close()
         for setting in settings:
             scores = result.scores(setting)
