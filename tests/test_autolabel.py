@@ -117,7 +117,7 @@ def test_a_full_disk_leaves_the_previous_png_and_names_the_file(tmp_path, monkey
     assert (np.asarray(Image.open(target)) == 3).all()
 
 
-def test_quality_against_hand_counts(tmp_path):
+def test_quality_against_hand_counts(tmp_path, monkeypatch):
     def save(name, array):
         Image.fromarray(np.array(array, dtype=np.uint8)).save(tmp_path / name)
         return str(tmp_path / name)
@@ -138,6 +138,52 @@ def test_quality_against_hand_counts(tmp_path):
     assert sweep.loc[0.9, "coverage"] == pytest.approx(3 / 4) and sweep.loc[0.9, "accuracy"] == pytest.approx(2 / 3)
     car = q["per_class"].query("source == 'auto' and class_name == 'car'").iloc[0]
     assert car["coverage"] == pytest.approx(1.0) and car["accuracy"] == pytest.approx(0.5)
+    # labelled road twice (one is a car): that label is right half the time; the car label always
+    road = q["per_class"].query("source == 'auto' and class_name == 'road'").iloc[0]
+    assert road["labelled_as"] == 2 and road["label_accuracy"] == pytest.approx(0.5) and car["label_accuracy"] == 1.0
+    assert summary.loc["auto", "worst_class"] == ""  # no class has MIN_CLASS_PIXELS labelled pixels
+    monkeypatch.setattr(autolabel, "MIN_CLASS_PIXELS", 1)
+    summary = autolabel.quality(rows, thresholds=(0.5,))["summary"].set_index("source")
+    assert summary.loc["auto", "worst_class"] == "road" and summary.loc["auto", "worst_class_accuracy"] == 0.5
+
+
+def test_per_class_thresholds_are_each_class_lowest_level_at_the_target_accuracy():
+    total, correct = np.zeros((autolabel.NUM_CLASSES, 256), np.int64), np.zeros((autolabel.NUM_CLASSES, 256), np.int64)
+    total[0, 100], correct[0, 100] = 50, 50  # road: always right, even unsure -> labelled from level 0
+    total[1, [100, 200, 250]] = 100  # sidewalk: right only when confident
+    correct[1, [100, 200, 250]] = [0, 97, 100]
+    total[2, 255], correct[2, 255] = 100, 50  # building: confidently wrong half the time -> never labelled
+    t = autolabel.class_thresholds(total, correct, target=0.98)
+    assert t[0] == 0.0
+    assert t[1] == pytest.approx(100.5 / 255)  # just above level 100: levels 200 and 250 keep 197/200 right
+    assert t[2] == autolabel.NEVER and t[3] == autolabel.NEVER  # never right enough; never predicted
+    pred = np.array([[0, 1, 1, 2]], dtype=np.uint8)
+    conf = np.array([[0.1, 100 / 255, 101 / 255, 1.0]])
+    assert hard_labels(pred, conf, t).tolist() == [[0, 255, 1, 255]]
+
+
+def test_confidence_counts_match_the_teachers_own_predictions(teacher):
+    torch.manual_seed(1)
+    images = torch.rand(2, 3, 32, 48)
+    pred, conf = autolabel.predict(teacher, images, (0.5, 1.0), False)
+    labels = torch.from_numpy(pred.astype(np.int64))
+    labels[0, :4] = 255  # ignored rows are not counted
+    wrong = labels.clone()
+    wrong[1] = (wrong[1] + 1) % autolabel.NUM_CLASSES
+    total, correct = autolabel.confidence_counts(teacher, [(images, labels), (images, wrong)], (0.5, 1.0), False)
+    valid = int((labels != 255).sum())
+    assert total.sum() == 2 * valid and correct.sum() == valid + int((labels[0] != 255).sum())  # image 1 wrong once
+    level = autolabel.confidence_to_u8(conf)
+    assert total[int(pred[1, 0, 0]), int(level[1, 0, 0])] >= 2  # image 1 counted in both batches
+
+
+def test_per_class_rule_needs_its_thresholds():
+    cfg = autolabel.AutoLabelConfig(threshold_rule="per_class")
+    with pytest.raises(ValueError, match="per_class needs the thresholds calibrated on 'val'"):
+        cfg.refinement()
+    thresholds = [0.5] * autolabel.NUM_CLASSES
+    assert cfg.refinement(thresholds).thresholds().tolist() == thresholds
+    assert autolabel.AutoLabelConfig().refinement().thresholds() == 0.9
 
 
 def test_labels_of_another_teacher_are_not_resumed(teacher, jobs, tmp_path):

@@ -32,12 +32,13 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from hmsa.data.images import MAX_IMAGE_PIXELS, read_rgb
 from hmsa.fileio import atomic_path, remove_stale_temps
+from hmsa.models.runtime import Runtime
 from hmsa.data.labels import CITYSCAPES, IGNORE_INDEX, LABEL_BY_NAME, NUM_CLASSES, TRAIN_CLASS_NAMES
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,18 @@ class Refinement:
     merge_human_coarse: bool = False
     union_classes: tuple[int, ...] = tuple(LABEL_BY_NAME[n].train_id for n in ("truck", "bus", "train"))
     border: int = 0
+    #: one threshold per trainId (``threshold_rule: per_class``), in place of ``threshold``
+    class_thresholds: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"auto_labeling.threshold must be in [0, 1], got {self.threshold}")
+        if self.class_thresholds is not None and len(self.class_thresholds) != NUM_CLASSES:
+            raise ValueError(f"class thresholds: {len(self.class_thresholds)} values for {NUM_CLASSES} classes")
+
+    def thresholds(self) -> float | np.ndarray:
+        """The threshold, or the per-class array indexed by the predicted trainId."""
+        return self.threshold if self.class_thresholds is None else np.asarray(self.class_thresholds)
         if self.border < 0:
             raise ValueError(f"auto_labeling.border must be >= 0, got {self.border}")
 
@@ -66,9 +75,46 @@ def confidence_to_u8(confidence: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(confidence, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
 
 
-def hard_labels(prediction: np.ndarray, confidence: np.ndarray, threshold: float) -> np.ndarray:
-    """The teacher's class where its confidence is >= threshold, ignore (255) elsewhere."""
+def hard_labels(prediction: np.ndarray, confidence: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
+    """The teacher's class where its confidence is >= threshold, ignore (255) elsewhere.
+    ``threshold`` is one number, or one per class (indexed by the predicted class)."""
+    threshold = np.asarray(threshold)
+    if threshold.ndim:
+        threshold = threshold[np.asarray(prediction, dtype=np.intp)]
     return np.where(np.asarray(confidence) >= threshold, prediction, IGNORE_INDEX).astype(np.uint8)
+
+
+#: a class whose val predictions never reach the target accuracy gets this threshold: never labelled
+NEVER = 1.01
+
+
+def confidence_counts(model, batches, scales, flip: bool, rt: Runtime | None = None,
+                      num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """Over labelled ``batches`` of (images, trainIds): per predicted class, the pixels at each
+    8-bit confidence level (as the confidence PNGs store it), and how many of them are right."""
+    total = np.zeros(num_classes * 256, dtype=np.int64)
+    correct = np.zeros(num_classes * 256, dtype=np.int64)
+    for images, labels in batches:
+        prediction, confidence = predict(model, images, scales, flip, rt)
+        truth = labels.numpy()
+        valid = truth != IGNORE_INDEX
+        pred = prediction[valid].astype(np.int64)
+        cell = pred * 256 + confidence_to_u8(confidence)[valid]
+        total += np.bincount(cell, minlength=total.size)
+        correct += np.bincount(cell[pred == truth[valid]], minlength=total.size)
+    return total.reshape(num_classes, 256), correct.reshape(num_classes, 256)
+
+
+def class_thresholds(total: np.ndarray, correct: np.ndarray, target: float) -> np.ndarray:
+    """Each class's lowest confidence threshold at which the pixels predicted as that class are
+    at least ``target`` correct (from :func:`confidence_counts`): a confident but unreliable
+    class gets a high threshold or none (``NEVER``), a reliable one labels more pixels."""
+    kept = total[:, ::-1].cumsum(axis=1)[:, ::-1]  # pixels at or above each level
+    right = correct[:, ::-1].cumsum(axis=1)[:, ::-1]
+    ok = (kept > 0) & (right >= target * kept)
+    levels = np.where(ok.any(axis=1), ok.argmax(axis=1), -1)
+    # level L holds confidences that round to L/255, i.e. from (L - 0.5)/255: the same pixels as the counts
+    return np.where(levels >= 0, np.maximum(levels - 0.5, 0) / 255.0, NEVER)
 
 
 def refine(labels: np.ndarray, human: np.ndarray | None, settings: Refinement) -> np.ndarray:
@@ -91,9 +137,13 @@ def refine(labels: np.ndarray, human: np.ndarray | None, settings: Refinement) -
 
 
 @torch.no_grad()
-def predict(model, images: torch.Tensor, scales, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(argmax trainIds, confidence) for a batch of float images in [0, 1]."""
-    probs = torch.softmax(model.predict(images, scales=scales, flip=flip)["logits"].float(), dim=1)
+def predict(model, images: torch.Tensor, scales, flip: bool, rt: Runtime | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(argmax trainIds, confidence) for a batch of float images in [0, 1], run as ``rt``
+    says (default: fp32 on the model's device)."""
+    rt = rt or Runtime(next(model.parameters()).device)
+    with rt.autocast():
+        logits = model.predict(rt.images(images), scales=scales, flip=flip)["logits"]
+    probs = torch.softmax(logits.float(), dim=1)
     confidence, prediction = probs.max(dim=1)
     return prediction.to(torch.uint8).cpu().numpy(), confidence.cpu().numpy()
 
@@ -141,7 +191,7 @@ def write_outputs(job: Job, out_dir: Path, prediction: np.ndarray, confidence: n
     if job.human:
         with Image.open(job.human) as lab:
             human = CITYSCAPES.train_ids(np.asarray(lab))
-    labels = refine(hard_labels(prediction, confidence, settings.threshold), human, settings)
+    labels = refine(hard_labels(prediction, confidence, settings.thresholds()), human, settings)
     paths = output_paths(out_dir, job.city, job.image_id)
     # the label file last: its presence marks the image as done
     write_png_atomic(prediction, paths["prediction"])
@@ -151,7 +201,7 @@ def write_outputs(job: Job, out_dir: Path, prediction: np.ndarray, confidence: n
 
 def label_images(model, jobs: list[Job], out_dir: Path, settings: Refinement, scales=(0.5, 1.0, 2.0),
                  flip: bool = False, batch_size: int = 4, readers: int = 1, writers: int = 2,
-                 rank: int = 0, world: int = 1, progress: bool = True) -> dict[str, int]:
+                 rank: int = 0, world: int = 1, progress: bool = True, rt: Runtime | None = None) -> dict[str, int]:
     """Label this process's share of ``jobs`` (every ``world``-th from ``rank``), skipping done ones.
 
     Reading (DataLoader workers) and writing (a thread pool) overlap the teacher's compute.
@@ -161,12 +211,11 @@ def label_images(model, jobs: list[Job], out_dir: Path, settings: Refinement, sc
     mine = jobs[rank::world]
     todo = [j for j in mine if not output_paths(out_dir, j.city, j.image_id)["label"].is_file()]
     model.eval()
-    device = next(model.parameters()).device
     loader = DataLoader(_Images(todo), batch_size=batch_size, num_workers=readers if todo else 0)
     with ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
         pending = []
         for images, index in tqdm(loader, desc="auto-label", unit="batch", disable=None if progress else True):
-            prediction, confidence = predict(model, images.to(device), scales, flip)
+            prediction, confidence = predict(model, images, scales, flip, rt)
             for k, i in enumerate(index.tolist()):
                 pending.append(pool.submit(write_outputs, todo[i], out_dir, prediction[k], confidence[k], settings))
         for future in pending:
@@ -221,6 +270,10 @@ def _read(path: str | Path, label_ids: bool = False) -> np.ndarray:
     return CITYSCAPES.train_ids(array) if label_ids else array
 
 
+#: the worst class is chosen among classes labelled on at least this many pixels (a handful of
+#: pixels says nothing about a class)
+MIN_CLASS_PIXELS = 1000
+
 NO_TRUTH = "no held-out fine labels for these images: coverage and accuracy cannot be measured"
 
 
@@ -229,12 +282,15 @@ def quality(rows: pd.DataFrame, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
     ``rows`` has absolute paths: ``label``, ``confidence``, ``prediction``, ``human`` and
     ``fine`` (held-out truth; rows without it are left out of accuracy figures).
-    Returns ``summary`` (one row per label source), ``per_class`` coverage and accuracy, and
-    ``sweep`` (threshold -> coverage, accuracy of the thresholded teacher).
+    Returns ``summary`` (one row per label source, with its worst class), ``per_class``, and
+    ``sweep`` (threshold -> coverage, accuracy of the thresholded teacher). Per class:
+    ``coverage`` and ``accuracy`` over the pixels whose truth is the class (how much of it is
+    labelled, and labelled right), and ``label_accuracy`` over the pixels labelled as the class
+    (how often that label is right: what a student trained on it is told).
     """
     conf_hist = np.zeros(256, dtype=np.int64)
     correct_hist = np.zeros(256, dtype=np.int64)
-    stats = {src: {"labelled": np.zeros(NUM_CLASSES, np.int64), "correct": np.zeros(NUM_CLASSES, np.int64)}
+    stats = {src: {key: np.zeros(NUM_CLASSES, np.int64) for key in ("labelled", "correct", "labelled_as")}
              for src in ("auto", "human")}
     fine_pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
     total = 0
@@ -253,18 +309,27 @@ def quality(rows: pd.DataFrame, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
             has = valid & (labels != IGNORE_INDEX)
             stats[src]["labelled"] += np.bincount(fine[has], minlength=NUM_CLASSES)[:NUM_CLASSES]
             stats[src]["correct"] += np.bincount(fine[has & (labels == fine)], minlength=NUM_CLASSES)[:NUM_CLASSES]
+            stats[src]["labelled_as"] += np.bincount(labels[has], minlength=NUM_CLASSES)[:NUM_CLASSES]
     summary, per_class = [], []
     # real coarse sets (Cityscapes' train_extra) have no fine truth: then nothing can be measured
     note = "" if total else NO_TRUTH
     for src, s in stats.items():
         labelled, correct = int(s["labelled"].sum()), int(s["correct"].sum())
+        # a label is right where label == truth, so the right pixels of label c are correct[c]
+        label_accuracy = np.divide(s["correct"], s["labelled_as"], out=np.full(NUM_CLASSES, np.nan),
+                                   where=s["labelled_as"] > 0)
+        counted = s["labelled_as"] >= MIN_CLASS_PIXELS
+        worst = int(np.nanargmin(np.where(counted, label_accuracy, np.nan))) if counted.any() else None
         summary.append({"source": src, "coverage": labelled / total if total else np.nan,
-                        "accuracy": correct / labelled if labelled else np.nan, "pixels": total, "note": note})
+                        "accuracy": correct / labelled if labelled else np.nan, "pixels": total,
+                        "worst_class": TRAIN_CLASS_NAMES[worst] if worst is not None else "",
+                        "worst_class_accuracy": label_accuracy[worst] if worst is not None else np.nan, "note": note})
         for c, name in enumerate(TRAIN_CLASS_NAMES):
-            if fine_pixels[c]:
+            if fine_pixels[c] or s["labelled_as"][c]:
                 per_class.append({"source": src, "class_name": name,
-                                  "coverage": s["labelled"][c] / fine_pixels[c],
-                                  "accuracy": s["correct"][c] / s["labelled"][c] if s["labelled"][c] else np.nan})
+                                  "coverage": s["labelled"][c] / fine_pixels[c] if fine_pixels[c] else np.nan,
+                                  "accuracy": s["correct"][c] / s["labelled"][c] if s["labelled"][c] else np.nan,
+                                  "labelled_as": int(s["labelled_as"][c]), "label_accuracy": label_accuracy[c]})
     sweep = []
     for t in thresholds:
         keep = np.arange(256) >= round(t * 255)
@@ -288,6 +353,11 @@ class AutoLabelConfig(BaseModel):
     scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
     flip: bool = False
     threshold: float = Field(0.9, ge=0.0, le=1.0)
+    #: fixed: ``threshold`` for every class (the paper's rule); per_class: each class's lowest
+    #: threshold at which the teacher's predictions on ``calibration_split`` are ``target_accuracy`` right
+    threshold_rule: Literal["fixed", "per_class"] = "fixed"
+    target_accuracy: float = Field(0.98, gt=0.0, le=1.0)
+    calibration_split: str = "val"
     merge_human_coarse: bool = False
     union_classes: list[str] = Field(default_factory=lambda: ["truck", "bus", "train"])
     border: int = Field(0, ge=0)
@@ -295,9 +365,18 @@ class AutoLabelConfig(BaseModel):
     readers: int = Field(1, ge=0)
     writers: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: inference precision and memory layout: auto follows hmsa.models.runtime's rule
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
     sweep_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
     panels: int = Field(4, ge=0)
     progress_bar: bool = True
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _on_off(cls, value):
+        # YAML 1.1 and OmegaConf's --params read a bare on/off as a boolean
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check(self) -> "AutoLabelConfig":
@@ -311,7 +390,13 @@ class AutoLabelConfig(BaseModel):
             raise ValueError(f"teacher must be 'catalog' or an MLflow model URI (models:/NAME@ALIAS), got {self.teacher!r}")
         return self
 
-    def refinement(self) -> Refinement:
-        """The labelling rules of these settings."""
+    def refinement(self, class_thresholds=None) -> Refinement:
+        """The labelling rules of these settings (with ``class_thresholds`` under ``per_class``)."""
         ids = tuple(TRAIN_CLASS_NAMES.index(n) for n in self.union_classes)
-        return Refinement(self.threshold, self.merge_human_coarse, ids, self.border)
+        per_class = None
+        if self.threshold_rule == "per_class":
+            if class_thresholds is None:
+                raise ValueError("auto_labeling.threshold_rule per_class needs the thresholds calibrated on "
+                                 f"'{self.calibration_split}' (the auto_label_thresholds table)")
+            per_class = tuple(float(t) for t in class_thresholds)
+        return Refinement(self.threshold, self.merge_human_coarse, ids, self.border, per_class)

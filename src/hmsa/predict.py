@@ -161,7 +161,7 @@ def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: S
     from hmsa.evaluation.grid import batches_of
     from hmsa.models.fusion import check_scales
     from hmsa.models.segmenter import NonFiniteOutputError, require_finite
-    from hmsa.training.loop import pick_device
+    from hmsa.models.runtime import pick_device
 
     try:
         scales = check_scales(scales, max_scale, "--max-scale")

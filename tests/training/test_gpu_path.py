@@ -33,11 +33,18 @@ def test_cuda_under_ddp_syncs_batchnorm_uses_channels_last_and_autotunes(cudnn_b
     assert torch.backends.cudnn.benchmark
 
 
-def test_one_gpu_keeps_plain_batchnorm_and_the_cpu_changes_nothing(cudnn_benchmark):
+def test_one_gpu_keeps_plain_batchnorm_and_the_cpu_takes_only_channels_last_by_its_rule(cudnn_benchmark, monkeypatch):
     assert _sync_bn(for_device(build_model(ModelConfig(**SMALL)), TrainerConfig(), CUDA, world=1)) == 0
     torch.backends.cudnn.benchmark = False
-    model = for_device(build_model(ModelConfig(**SMALL)), TrainerConfig(), torch.device("cpu"), world=2)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    model = for_device(build_model(ModelConfig(**SMALL)), TrainerConfig(), cpu, world=2)
     assert _sync_bn(model) == 0 and not torch.backends.cudnn.benchmark
+    assert model.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # oneDNN: channels-last
+    model = for_device(build_model(ModelConfig(**SMALL)), TrainerConfig(channels_last="off"), cpu, world=1)
+    assert not model.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    model = for_device(build_model(ModelConfig(**SMALL)), TrainerConfig(), cpu, world=1)
     assert not model.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 

@@ -21,7 +21,7 @@ class EvaluationConfig(BaseModel):
     #: "all": every model present in the catalog; or a list of MODEL_NAMES (missing ones are an error)
     models: Literal["all"] | list[Literal[MODEL_NAMES]] = "all"  # type: ignore[valid-type]
     scale_sets: list[tuple[float, ...]] = Field(
-        default_factory=lambda: [(1.0,), (0.5, 1.0), (1.0, 2.0), (0.5, 1.0, 2.0), (0.25, 0.5, 1.0, 2.0)], min_length=1)
+        default_factory=lambda: [(1.0,), (0.5, 1.0, 2.0), (0.25, 0.5, 1.0, 2.0)], min_length=1)
     #: rules that do not apply to a model are skipped (hierarchical: HMSA only; explicit:
     #: explicit-attention models, on their training scales only)
     fusions: list[Literal[FUSIONS]] = Field(default_factory=lambda: list(FUSIONS), min_length=1)  # type: ignore[valid-type]
@@ -30,11 +30,20 @@ class EvaluationConfig(BaseModel):
     #: 0 = the whole split
     max_images: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: inference precision and memory layout: auto follows hmsa.models.runtime's rule
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
     #: val images shown in the attention and overlay pictures
     pictures: int = Field(3, ge=1)
     #: the registry alias put on each registered model's best-scoring version
     champion_alias: str = Field("champion", min_length=1)
     progress_bar: bool = True
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _on_off(cls, value):
+        # YAML 1.1 and OmegaConf's --params read a bare on/off as a boolean
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("scale_sets")
     @classmethod

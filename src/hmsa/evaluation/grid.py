@@ -17,6 +17,7 @@ import torch
 
 from hmsa.evaluation.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from hmsa.models.heads import resize
+from hmsa.models.runtime import Runtime
 from hmsa.models.segmenter import require_finite
 
 #: the fusion name of a single-scale setting ([1.0]): no fusion happens
@@ -103,19 +104,24 @@ class GridResult:
 
 
 def evaluate_grid(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], settings: Sequence[Setting],
-                  device: torch.device, on_batch=None, combine=None, name: str = "the model") -> GridResult:
+                  device: torch.device | Runtime, on_batch=None, combine=None, name: str = "the model") -> GridResult:
     """Accumulate a confusion matrix per setting over ``batches`` of (images, trainId labels).
 
     ``combine``, when given, is applied to the stacked matrices at the end: with each process
     holding a share of the data, summing them over the processes gives the whole set's.
     Non-finite logits stop it (``NonFiniteOutputError`` naming ``name``): a broken model is
-    never scored, so never crowned."""
+    never scored, so never crowned. ``device`` may be a ``Runtime`` (layout and autocast too)."""
+    rt = device if isinstance(device, Runtime) else Runtime(device)
+    device = rt.device
     num_classes = model.cfg.num_classes
     confusions = {cell: torch.zeros(num_classes, num_classes, dtype=torch.long, device=device) for cell in settings}
     model.eval()
     for images, labels in batches:
-        images, labels = images.to(device), labels.to(device)
-        for cell, logits in predict_grid(model, images, settings).items():
+        images, labels = rt.images(images), labels.to(device)
+        with rt.autocast():
+            grid = predict_grid(model, images, settings)
+        for cell, logits in grid.items():
+            logits = logits.float()
             require_finite(logits, f"{name}, evaluated at {cell.name}")
             if logits.shape[-2:] != labels.shape[-2:]:
                 logits = resize(logits, labels.shape[-2:])

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from hmsa.evaluation.metrics import confusion_matrix, mean_iou
 from hmsa.models import ModelConfig, build_model
 from hmsa.models.loss import SegmentationLoss, class_balanced_weights
+from hmsa.models.runtime import cpu_has_native_bf16, pick_device, uses_channels_last
 from hmsa.training import checkpoint
 from hmsa.training.config import TrainerConfig
 
@@ -73,15 +74,6 @@ def fingerprint(model_cfg: ModelConfig, cfg: TrainerConfig, data_key: str = "") 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
-    """``choice`` auto | cpu | cuda: cuda when asked for (or available with auto), else cpu."""
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda but no CUDA device is visible; use auto or cpu")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def _precision(cfg: TrainerConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype. CUDA: bf16 or fp16 (``auto`` picks bf16 where the GPU supports it).
     CPU: none (fp32) unless ``bf16`` is asked for: oneDNN runs it natively on CPUs with
@@ -103,32 +95,19 @@ def _precision(cfg: TrainerConfig, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN, or the private op gone
-        return False
-
-
-def uses_channels_last(cfg: TrainerConfig, device: torch.device) -> bool:
-    """channels_last on, or auto on CUDA (model and input batches alike)."""
-    return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
-
-
 def recomputes_loss(cfg: TrainerConfig, device: torch.device) -> bool:
     """recompute_loss on, or auto on CUDA, where memory is scarce; the CPU keeps the tensors."""
     return cfg.recompute_loss == "on" or (cfg.recompute_loss == "auto" and device.type == "cuda")
 
 
 def for_device(model: torch.nn.Module, cfg: TrainerConfig, device: torch.device, world: int) -> torch.nn.Module:
-    """The recipe's GPU settings, on CUDA only: BatchNorm statistics synchronised across DDP
-    processes (SyncBatchNorm: batch 1 per GPU), channels-last memory (``channels_last:
-    auto``) and cuDNN's autotuner (fixed crop sizes). On the CPU the model is unchanged."""
+    """The device's settings: channels-last memory by ``hmsa.models.runtime``'s rule (CUDA, or a
+    CPU with oneDNN), and on CUDA the recipe's BatchNorm statistics synchronised across DDP
+    processes (SyncBatchNorm: batch 1 per GPU) and cuDNN's autotuner (fixed crop sizes)."""
     cuda = device.type == "cuda"
     if world > 1 and cuda:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if uses_channels_last(cfg, device):
+    if uses_channels_last(cfg.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -180,7 +159,7 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = for_device(build_model(model_cfg), cfg, device, world).to(device)
-    channels_last = uses_channels_last(cfg, device)
+    channels_last = uses_channels_last(cfg.channels_last, device)
 
     weights = None
     if cfg.class_weights == "balanced":

@@ -14,7 +14,8 @@ from hmsa.models import ModelConfig
 from hmsa.training import checkpoint, distributed
 from hmsa.training.config import TrainerConfig
 from hmsa.training.data import EvalDataset, Item, TrainDataset
-from hmsa.training.loop import TrainResult, fit, kept_result, pick_device
+from hmsa.models.runtime import pick_device
+from hmsa.training.loop import TrainResult, fit, kept_result
 
 
 @dataclass

@@ -23,8 +23,10 @@ from hmsa.data import ingest
 from hmsa.data.labels import CITYSCAPES, label_set
 from hmsa.fileio import under
 from hmsa.serving import model_from_bundle
+from hmsa.evaluation.grid import batches_of
 from hmsa.training import distributed
-from hmsa.training.loop import pick_device
+from hmsa.training.data import EvalDataset, items_from_manifest
+from hmsa.models.runtime import runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,48 @@ def _teacher(cfg: autolabel.AutoLabelConfig, teacher_model: dict) -> torch.nn.Mo
     return load_segmenter(cfg.teacher)
 
 
+def _runtime(cfg: autolabel.AutoLabelConfig):
+    rt = runtime(cfg.device, cfg.precision, cfg.channels_last, distributed.env_world()[2])
+    log.info("auto-labelling runs on %s", rt.describe())
+    return rt
+
+
+def label_thresholds(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
+                     raw_data_info: dict[str, Any]) -> pd.DataFrame:
+    """The confidence threshold of each class: ``threshold`` for all (``threshold_rule: fixed``),
+    or calibrated on the fine labels of ``calibration_split`` (``per_class``), with the
+    teacher's accuracy and pixels there at each threshold."""
+    cfg = _config(params)
+    names = list(autolabel.TRAIN_CLASS_NAMES)
+    if cfg.threshold_rule == "fixed":
+        return pd.DataFrame({"class_name": names, "threshold": cfg.threshold, "calibration_pixels": 0,
+                             "calibration_accuracy": np.nan})
+    rows = image_manifest[(image_manifest["split"] == cfg.calibration_split) & (image_manifest["label_kind"] == "fine")]
+    if rows.empty:
+        raise ValueError(f"auto_labeling.calibration_split '{cfg.calibration_split}' has no images with fine labels to "
+                         "calibrate the per-class thresholds on: name a split that has them, or set "
+                         "auto_labeling.threshold_rule: fixed")
+    rows = rows.sort_values("image_id")
+    items = items_from_manifest(rows, raw_data_info["root"], labels=raw_data_info.get("labels", "cityscapes"))
+    rt = _runtime(cfg)
+    model = rt.model(_teacher(cfg, teacher_model))
+    pairs = (EvalDataset(items)[i] for i in range(len(items)))
+    total, correct = autolabel.confidence_counts(model, batches_of(pairs, cfg.batch_size), cfg.scales, cfg.flip, rt)
+    thresholds = autolabel.class_thresholds(total, correct, cfg.target_accuracy)
+    table = []
+    for c, name in enumerate(names):
+        keep = np.arange(256) >= np.ceil(thresholds[c] * 255 - 1e-9)  # the levels kept (see class_thresholds)
+        kept, right = int(total[c][keep].sum()), int(correct[c][keep].sum())
+        table.append({"class_name": name, "threshold": round(float(thresholds[c]), 6), "calibration_pixels": kept,
+                      "calibration_accuracy": right / kept if kept else np.nan})
+    log.info("per-class thresholds for %.0f%% accuracy on %d '%s' images: %s", 100 * cfg.target_accuracy, len(items),
+             cfg.calibration_split, ", ".join(f"{n} {t:.2f}" for n, t in zip(names, thresholds)))
+    return pd.DataFrame(table)
+
+
 def auto_label(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
-               raw_data_info: dict[str, Any], paths: dict | None = None) -> tuple[pd.DataFrame, dict]:
+               raw_data_info: dict[str, Any], paths: dict | None = None,
+               thresholds: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """Label every coarse image of ``splits`` into ``paths.auto_labels`` (this process's share
     under torchrun).
 
@@ -58,17 +100,18 @@ def auto_label(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
     jobs = [autolabel.Job(r.image_id, r.city, str(under(root, r.image_path)), str(under(root, r.label_path)))
             for r in rows.itertuples(index=False)]
     rank, world, _ = distributed.env_world()
-    device = pick_device(cfg.device)
-    model = _teacher(cfg, teacher_model).to(device)
-    stamp = {"teacher": autolabel.model_digest(model), "refinement": dataclasses.asdict(cfg.refinement()),
-             "scales": sorted(cfg.scales), "flip": cfg.flip}
+    rt = _runtime(cfg)
+    model = rt.model(_teacher(cfg, teacher_model))
+    refinement = cfg.refinement(None if thresholds is None else thresholds["threshold"].tolist())
+    stamp = {"teacher": autolabel.model_digest(model), "refinement": dataclasses.asdict(refinement),
+             "scales": sorted(cfg.scales), "flip": cfg.flip, "precision": rt.describe().rsplit(", ", 1)[1]}
     if rank == 0:
         autolabel.prepare_output(out_dir, stamp)
     if world > 1:
-        distributed.init(device.type == "cuda")
+        distributed.init(rt.device.type == "cuda")
         torch.distributed.barrier()  # rank 0 has cleared stale labels before anyone writes
-    counts = autolabel.label_images(model, jobs, out_dir, cfg.refinement(), cfg.scales, cfg.flip, cfg.batch_size,
-                                    cfg.readers, cfg.writers, rank, world, cfg.progress_bar)
+    counts = autolabel.label_images(model, jobs, out_dir, refinement, cfg.scales, cfg.flip, cfg.batch_size,
+                                    cfg.readers, cfg.writers, rank, world, cfg.progress_bar, rt)
     log.info("auto-labelling: %d labelled, %d already done (rank %d of %d)", counts["labelled"], counts["skipped"], rank, world)
     if world > 1:
         torch.distributed.barrier()  # every shard is written before anyone reads the whole set
@@ -77,7 +120,7 @@ def auto_label(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
     for kind, suffix in autolabel.SUFFIXES.items():
         manifest[f"{kind}_path"] = manifest["city"] + "/" + manifest["image_id"] + suffix
     info = {"root": str(out_dir), "teacher_source": cfg.teacher, "teacher_digest": stamp["teacher"],
-            "threshold": cfg.threshold, "merge_human_coarse": cfg.merge_human_coarse,
+            "threshold": cfg.threshold, "threshold_rule": cfg.threshold_rule, "merge_human_coarse": cfg.merge_human_coarse,
             "union_classes": cfg.union_classes, "border": cfg.border, "scales": cfg.scales, "flip": cfg.flip}
     return manifest, info
 
@@ -116,7 +159,8 @@ def label_quality(auto_label_manifest: pd.DataFrame, auto_labels_info: dict, raw
     summary = q["summary"]
     # DVC's metrics file is JSON, which has no NaN: a figure that cannot be measured (no
     # held-out truth, the summary's note says so) is left out
-    figures = {r.source: {k: round(float(v), 6) for k, v in (("coverage", r.coverage), ("accuracy", r.accuracy))
+    figures = {r.source: {k: round(float(v), 6) for k, v in (("coverage", r.coverage), ("accuracy", r.accuracy),
+                                                             ("worst_class_accuracy", r.worst_class_accuracy))
                           if np.isfinite(v)} for r in summary.itertuples()}
     metrics = {"auto_labels": {"images": len(m), **figures.get("auto", {})}, "human_coarse": figures.get("human", {})}
     metrics = {name: values for name, values in metrics.items() if values}

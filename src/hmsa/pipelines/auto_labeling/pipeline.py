@@ -8,7 +8,10 @@ from . import nodes
 def create_pipeline(**kwargs) -> Pipeline:
     """Teacher + coarse images -> auto-label PNGs, their manifest and class centroids, and the quality report."""
     return Pipeline([
-        Node(nodes.auto_label, ["params:auto_labeling", "teacher_model", "image_manifest", "raw_data_info", "params:paths"],
+        Node(nodes.label_thresholds, ["params:auto_labeling", "teacher_model", "image_manifest", "raw_data_info"],
+             "auto_label_thresholds", name="label_thresholds"),
+        Node(nodes.auto_label, ["params:auto_labeling", "teacher_model", "image_manifest", "raw_data_info", "params:paths",
+                                "auto_label_thresholds"],
              ["auto_label_manifest", "auto_labels_info"], name="auto_label"),
         Node(nodes.label_centroids, ["auto_label_manifest", "auto_labels_info", "raw_data_info", "params:data"],
              "auto_label_centroids", name="label_centroids"),

@@ -22,7 +22,7 @@ from hmsa.evaluation.metrics import confusion_matrix, mean_iou
 from hmsa.serving import model_from_bundle
 from hmsa.training import distributed
 from hmsa.training.data import EvalDataset, items_from_manifest
-from hmsa.training.loop import pick_device
+from hmsa.models.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +94,17 @@ def evaluate(params: dict, teacher_model: dict, student_model: dict, student_var
     bundles = _bundles(cfg, teacher_model, student_model, student_variants)
     rows, items = _val_items(cfg, image_manifest, raw_data_info)
     iou_columns = [f"iou/{name}" for name in _labels(raw_data_info).class_names]
-    device = pick_device(cfg.device)
+    rt = _runtime(cfg)
     rank, world, _ = distributed.env_world()
     if world > 1:
-        distributed.init(device.type == "cuda")
+        distributed.init(rt.device.type == "cuda")
     share = items[rank::world]
     table, confusions = [], {}
     for name, bundle in bundles.items():
-        model = model_from_bundle(bundle, f"model {name!r}").to(device)
+        model = rt.model(model_from_bundle(bundle, f"model {name!r}"))
         settings = settings_for(model, cfg.scale_sets, cfg.fusions, cfg.flip)
         bar = tqdm(total=len(share), desc=f"evaluating {name}", unit="img", disable=not cfg.progress_bar)
-        result = evaluate_grid(model, batches_of(_pairs(share), cfg.batch_size), settings, device, bar.update,
+        result = evaluate_grid(model, batches_of(_pairs(share), cfg.batch_size), settings, rt, bar.update,
                                combine=distributed.sum_over_ranks, name=f"model {name!r}")
         bar.close()
         for setting in settings:
@@ -200,8 +200,19 @@ def confusion_plot(results: pd.DataFrame, confusions: dict) -> Figure:
                               f"{best['model']}, {entry['setting']}: rows normalised")
 
 
-def _load_model(name: str, bundles: dict[str, dict], device: torch.device):
-    return model_from_bundle(bundles[name], f"model {name!r}").to(device)
+def _runtime(cfg: EvaluationConfig) -> Runtime:
+    rt = runtime(cfg.device, cfg.precision, cfg.channels_last, distributed.env_world()[2])
+    log.info("evaluation runs on %s", rt.describe())
+    return rt
+
+
+def _load_model(name: str, bundles: dict[str, dict], rt: Runtime):
+    return rt.model(model_from_bundle(bundles[name], f"model {name!r}"))
+
+
+def _predict(model, rt: Runtime, images: torch.Tensor, setting: Setting) -> torch.Tensor:
+    with rt.autocast():
+        return predict_grid(model, rt.images(images), [setting])[setting].float()
 
 
 def prediction_pictures(params: dict, results: pd.DataFrame, teacher_model: dict, student_model: dict,
@@ -217,7 +228,7 @@ def prediction_pictures(params: dict, results: pd.DataFrame, teacher_model: dict
     pairs = list(_pairs(items[: cfg.pictures], workers=0))
     images = torch.stack([p[0] for p in pairs])
     shown = [(img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for img in images]
-    device = pick_device(cfg.device)
+    rt = _runtime(cfg)
 
     hier = results[results["fusion"] == "hierarchical"]
     if hier.empty:
@@ -226,17 +237,18 @@ def prediction_pictures(params: dict, results: pd.DataFrame, teacher_model: dict
                                            "no HMSA model evaluated: no attention to show")
     else:
         row = _best_row(hier)
-        model = _load_model(row["model"], bundles, device)
+        model = _load_model(row["model"], bundles, rt)
         setting = _setting(row)
-        out = model.predict(images.to(device), setting.scales, setting.flip, "hierarchical")
+        with rt.autocast():
+            out = model.predict(rt.images(images), setting.scales, setting.flip, "hierarchical")
         preds = out["logits"].argmax(1).cpu().numpy().astype(np.uint8)
-        attn = [{s: a[i, 0].cpu().numpy() for s, a in out["attention"].items()} for i in range(len(shown))]
+        attn = [{s: a[i, 0].float().cpu().numpy() for s, a in out["attention"].items()} for i in range(len(shown))]
         attention_fig = pictures.attention(shown, list(preds), attn, f"{row['model']}, {row['setting']}",
                                            _labels(raw_data_info).palette)
 
     best = _best_row(results)
-    model = _load_model(best["model"], bundles, device)
-    logits = predict_grid(model, images.to(device), [_setting(best)])[_setting(best)]
+    model = _load_model(best["model"], bundles, rt)
+    logits = _predict(model, rt, images, _setting(best))
     preds = logits.argmax(1).cpu().numpy().astype(np.uint8)
     truths = [p[1].numpy().astype(np.uint8) for p in pairs]
     overlay_fig = pictures.overlays(shown, truths, list(preds), f"{best['model']}, {best['setting']}",
@@ -257,8 +269,8 @@ def cityscapes_predictions(params: dict, results: pd.DataFrame, teacher_model: d
     rows, items = _val_items(cfg, image_manifest, raw_data_info)
     best = _best_row(results)
     setting = _setting(best)
-    device = pick_device(cfg.device)
-    model = _load_model(best["model"], bundles, device)
+    rt = _runtime(cfg)
+    model = _load_model(best["model"], bundles, rt)
     names = [f"{r.city}/{r.image_id}_pred_labelIds" for r in rows.itertuples(index=False)]
     out: dict[str, np.ndarray] = {}
     labels_of = _labels(raw_data_info)
@@ -266,7 +278,7 @@ def cityscapes_predictions(params: dict, results: pd.DataFrame, teacher_model: d
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     bar = tqdm(total=len(items), desc="Cityscapes-format predictions", unit="img", disable=not cfg.progress_bar)
     for images, labels in batches_of(_pairs(items), cfg.batch_size):
-        pred = predict_grid(model, images.to(device), [setting])[setting].argmax(1).cpu()
+        pred = _predict(model, rt, images, setting).argmax(1).cpu()
         cm += confusion_matrix(pred, labels, num_classes)
         for p in pred.numpy().astype(np.uint8):
             out[names[len(out)]] = labels_of.label_ids(p)
