@@ -15,9 +15,9 @@ run: setup  ## the whole workflow on the embedded SynthCity data set, then its m
 	$(BIN)/kedro run
 	$(BIN)/python -m hmsa.evaluation
 
-test: setup  ## lint, then every test (the slow end-to-end ones included)
+test: setup  ## lint, then every test (the slow end-to-end ones included), one pytest worker per core
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 test-fast: setup  ## lint and unit tests only
 	$(BIN)/ruff check src tests

@@ -19,6 +19,21 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core: each worker, and the kedro and dvc runs it starts,
+    # gets its share of the cores, not all of them (oversubscribed OpenMP threads run 10x slower)
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    torch.set_num_threads(_threads)
+
+
+def pytest_collection_modifyitems(items):
+    """The files with slow end-to-end tests first, each file's tests kept together (``make test``
+    gives each worker whole files, so that their module fixtures are built once): the long ones
+    start together and the short ones fill the gaps, not one long file running alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
 #: 2 cities in train, 32x64 images: small enough to copy and break in every test
 TINY_SPEC = SynthCitySpec(
     seed=7,

@@ -31,6 +31,7 @@ def test_training_bench_measures_memory_ratios(tmp_path, monkeypatch):
         # the loss at the label size: a part of the step, and what its checkpoint costs
         assert 0 < figures[f"train_loss_share_{kind}_crop64"]["value"] < 1
         assert figures[f"train_time_ratio_loss_checkpoint_{kind}_crop64"]["value"] > 0
+        assert figures[f"train_time_ratio_aux_loss_at_logits_{kind}_crop64"]["value"] > 0
     # the project's loop against a bare PyTorch loop on the same data, and the loader layouts
     assert figures["train_loop_overhead"]["value"] > 0 and "bare" in figures["train_loop_overhead"]["conditions"]
     assert figures["train_time_ratio_loader_workers"]["value"] > 0

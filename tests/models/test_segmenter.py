@@ -4,7 +4,7 @@ import torch
 from hmsa.models import fusion
 from hmsa.models.fusion import Fused, ScaleOutput
 from hmsa.models.heads import resize
-from hmsa.models.loss import SegmentationLoss, class_balanced_weights
+from hmsa.models.loss import SegmentationLoss, class_balanced_weights, subsample
 
 
 def test_scale_one_gives_exactly_the_single_scale_result(tiny_model):
@@ -154,6 +154,31 @@ def test_a_fused_joint_is_scored_as_the_plain_fusion_with_the_same_gradients():
     ref.backward()
     assert torch.allclose(loss, ref)
     assert all(torch.allclose(x.grad, y.grad, atol=1e-6) for x, y in zip(leaves, ref_leaves))
+
+
+def test_aux_terms_at_the_logits_size_score_against_labels_subsampled_at_their_centres():
+    torch.manual_seed(0)
+    target = torch.randint(0, 5, (2, 32, 48))
+    target[:, :6] = 255
+    lo, hi, a = torch.randn(2, 5, 4, 6), torch.randn(2, 5, 8, 12), torch.rand(2, 1, 4, 6)
+    parts = [ScaleOutput(1.0, hi), ScaleOutput(0.5, lo, a)]
+    out = {"joint": Fused("hierarchical", parts, (32, 48)), "aux": Fused("hierarchical", parts, (32, 48)),
+           "per_scale": {0.5: lo, 1.0: hi}}
+    got = SegmentationLoss(aux_size="logits")(out, target)
+
+    # the centre of each 4x4 block at stride 4, of each 8x8 block at stride 8
+    assert torch.equal(subsample(target, (8, 12)), target[:, 2::4, 2::4])
+    assert torch.equal(subsample(target, (4, 6)), target[:, 4::8, 4::8])
+    ce = torch.nn.functional.cross_entropy
+    main = ce(fusion.hierarchical(parts, (32, 48)), target, ignore_index=255)
+    aux = ce(fusion.hierarchical(parts, (8, 12)), target[:, 2::4, 2::4], ignore_index=255)
+    scales = ce(lo, target[:, 4::8, 4::8], ignore_index=255) + ce(hi, target[:, 2::4, 2::4], ignore_index=255)
+    assert torch.allclose(got["main"], main) and torch.allclose(got["aux"], aux)
+    assert torch.allclose(got["total"], main + 0.4 * aux + 0.05 * scales)
+    # the paper's way scores the same aux logits upsampled to the label size: a different number
+    assert not torch.allclose(SegmentationLoss()(out, target)["aux"], aux)
+    with pytest.raises(ValueError, match="aux_loss_size"):
+        SegmentationLoss(aux_size="half")
 
 
 def test_a_batch_with_only_ignore_labels_gives_zero_loss_not_nan(tiny_model):

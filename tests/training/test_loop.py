@@ -196,3 +196,13 @@ def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
         checkpoint.save_atomic({"a": Boom()}, path)
     assert torch.equal(checkpoint.load(path)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_aux_loss_size_reaches_the_loss_and_the_checkpoint_fingerprint(tiny_setup):
+    items, model_cfg, trainer = tiny_setup
+    trainer = trainer.model_copy(update={"epochs": 1, "crop": (32, 64)})
+    logits = trainer.model_copy(update={"aux_loss_size": "logits", "checkpoint_dir": trainer.checkpoint_dir + "-logits"})
+    paper, cheap = fit(model_cfg, trainer, *_data(items, trainer)), fit(model_cfg, logits, *_data(items, logits))
+    # the same data and seed: the aux term is scored at another size, so its value differs
+    assert paper.history[0]["loss_aux"] != cheap.history[0]["loss_aux"]
+    assert fingerprint(model_cfg, trainer) != fingerprint(model_cfg, logits)  # a checkpoint of one does not resume the other

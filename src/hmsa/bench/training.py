@@ -46,11 +46,12 @@ def saved_activation_bytes(model: torch.nn.Module, images: torch.Tensor, target:
 
 
 def _images_per_s(model_cfg: ModelConfig, batch: int, crop: tuple[int, int], steps: int,
-                  bf16: bool = False, channels_last: bool = False, recompute: bool = True) -> float:
+                  bf16: bool = False, channels_last: bool = False, recompute: bool = True,
+                  aux_size: str = "label") -> float:
     """Training images per second of the model alone (no data loading), CPU, fp32 or bf16 autocast."""
     torch.manual_seed(0)
     model = build_model(model_cfg).train()
-    criterion = SegmentationLoss(recompute=recompute)
+    criterion = SegmentationLoss(recompute=recompute, aux_size=aux_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.rand(batch, 3, *crop)
     target = torch.randint(0, model_cfg.num_classes, (batch, *crop))
@@ -156,11 +157,12 @@ def _loss_cost(quick: bool) -> dict[str, dict]:
                 return (time.perf_counter() - start) / steps
 
             # alternated, best of ``repeats`` each: the machine is shared and noisy
-            times: dict[str, list[float]] = {"checkpointed": [], "plain": [], "loss": []}
+            times: dict[str, list[float]] = {"checkpointed": [], "plain": [], "loss": [], "aux_at_logits": []}
             for _ in range(repeats):
                 times["checkpointed"].append(timed(lambda: step(SegmentationLoss())))
                 times["plain"].append(timed(lambda: step(SegmentationLoss(recompute=False))))
                 times["loss"].append(min(loss_only() for _ in range(steps)))
+                times["aux_at_logits"].append(timed(lambda: step(SegmentationLoss(recompute=False, aux_size="logits"))))
             best = {k: min(v) for k, v in times.items()}
             name = f"{kind}_crop{crop[0]}"
             share = (f"the loss alone (forward + backward, on the model's outputs: fusion, upsampling to the label "
@@ -172,6 +174,13 @@ def _loss_cost(quick: bool) -> dict[str, dict]:
                 "value": round(best["checkpointed"] / best["plain"], 2), "unit": "x",
                 "conditions": f"training step with the loss recomputed in backward (recompute_loss on, the CUDA "
                               f"default) over the same loss with its tensors kept (off, the CPU default); {kind}, crop {crop}, batch {batch}, best of {repeats} alternated",
+            }
+            out[f"train_time_ratio_aux_loss_at_logits_{name}"] = {
+                "value": round(best["aux_at_logits"] / best["plain"], 2), "unit": "x",
+                "conditions": f"training step with the aux and per-scale terms scored at their logits' stride "
+                              f"(trainer.aux_loss_size logits) over at the label size (label, the paper's code); "
+                              f"both with the tensors kept; {kind}, crop {crop}, batch {batch}, best of {repeats} "
+                              f"alternated",
             }
     return out
 
@@ -201,7 +210,8 @@ def _bare_loop(model_cfg: ModelConfig, cfg, train_set, class_pixels) -> float:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights = class_balanced_weights(class_pixels, cfg.class_weight_power) if cfg.class_weights == "balanced" else None
-    criterion = SegmentationLoss(cfg.aux_weight, cfg.scale_weight, weights, recompute=recomputes_loss(cfg, device))
+    criterion = SegmentationLoss(cfg.aux_weight, cfg.scale_weight, weights, recompute=recomputes_loss(cfg, device),
+                                 aux_size=cfg.aux_loss_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                         drop_last=True, persistent_workers=cfg.num_workers > 0)
@@ -275,7 +285,7 @@ def run(workers: int, quick: bool = False) -> dict[str, dict]:
     train_crop = (64, 64) if quick else tuple(role.trainer.crop)
     cpu = torch.device("cpu")
     as_trained = {"channels_last": uses_channels_last(role.trainer.channels_last, cpu),
-                  "recompute": recomputes_loss(role.trainer, cpu)}
+                  "recompute": recomputes_loss(role.trainer, cpu), "aux_size": role.trainer.aux_loss_size}
     model = role.model.model_copy(update={"pretrained": "none"})
     speed: dict[str, list[float]] = {"hmsa": [], "single": [], "explicit": []}
     for _ in range(1 if quick else 2):  # alternated, best of two: the machine is shared and noisy
@@ -287,7 +297,7 @@ def run(workers: int, quick: bool = False) -> dict[str, dict]:
         "value": round(speed["hmsa"], 2), "unit": "images/s",
         "conditions": f"default teacher config (HMSA, {role.model.trunk}), crop {train_crop}, batch {role.trainer.batch_size}, "
                       f"CPU fp32 as the trainer runs it (channels-last {as_trained['channels_last']}, loss recomputed "
-                      f"{as_trained['recompute']}), model only (no data loading), best of 2 alternated; single-scale "
+                      f"{as_trained['recompute']}, aux and per-scale loss at the {as_trained['aux_size']} size), model only (no data loading), best of 2 alternated; single-scale "
                       f"trains at {speed['single']:.2f}, explicit attention (0.5,1,2) at {speed['explicit']:.2f}",
     }
     results["train_time_ratio_hmsa_over_single"] = {

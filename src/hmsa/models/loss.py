@@ -20,6 +20,11 @@ class SegmentationLoss(nn.Module):
     ``fusion.Fused`` (the multi-scale joint and auxiliary logits); each term fuses and
     upsamples them to the label size (bilinear).
 
+    ``aux_size`` says where the auxiliary and per-scale terms are scored: ``label`` (the
+    paper's code: their logits upsampled to the label size, as the main term) or ``logits``
+    (at the logits' own stride, against the labels subsampled there), which keeps the
+    expensive label-size work to the one main term.
+
     ``recompute`` (the default) runs each term inside an activation checkpoint, so that no
     full-resolution tensor is kept for backward: the loss at the memory of its low-resolution
     inputs, for every model kind alike, at the price of computing it twice. Without it the
@@ -29,8 +34,11 @@ class SegmentationLoss(nn.Module):
 
     def __init__(self, aux_weight: float = 0.4, scale_weight: float = 0.05,
                  class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
-                 recompute: bool = True):
+                 recompute: bool = True, aux_size: str = "label"):
         super().__init__()
+        if aux_size not in ("label", "logits"):
+            raise ValueError(f"aux_loss_size: {aux_size!r} is not one of 'label', 'logits'")
+        self.aux_size = aux_size
         self.aux_weight = aux_weight
         self.scale_weight = scale_weight
         self.ignore_index = ignore_index
@@ -46,7 +54,12 @@ class SegmentationLoss(nn.Module):
         count = self.class_weights[valid].sum() if self.class_weights is not None else valid.numel()
         return total / torch.clamp(torch.as_tensor(count, dtype=total.dtype, device=total.device), min=1e-12)
 
-    def _ce(self, logits: torch.Tensor | Fused, target: torch.Tensor) -> torch.Tensor:
+    def _ce(self, logits: torch.Tensor | Fused, target: torch.Tensor, side: bool = False) -> torch.Tensor:
+        if side and self.aux_size == "logits":
+            if isinstance(logits, Fused):
+                own = next(o.logits for o in logits.outputs if o.scale == 1.0).shape[-2:]
+                logits = Fused(logits.rule, logits.outputs, tuple(own), logits.weights).logits()
+            return self._term(logits, subsample(target, logits.shape[-2:]))
         if isinstance(logits, Fused):
             if self.recompute and torch.is_grad_enabled():
                 return checkpoint(lambda: self._term(logits.logits(), target), use_reentrant=False)
@@ -57,13 +70,20 @@ class SegmentationLoss(nn.Module):
 
     def forward(self, outputs: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each part of the loss and their weighted sum (``total``)."""
-        parts = {"main": self._ce(outputs["joint"], target), "aux": self._ce(outputs["aux"], target)}
+        parts = {"main": self._ce(outputs["joint"], target), "aux": self._ce(outputs["aux"], target, side=True)}
         total = parts["main"] + self.aux_weight * parts["aux"]
         if outputs["per_scale"]:
-            parts["scales"] = sum(self._ce(logits, target) for logits in outputs["per_scale"].values())
+            parts["scales"] = sum(self._ce(logits, target, side=True) for logits in outputs["per_scale"].values())
             total = total + self.scale_weight * parts["scales"]
         parts["total"] = total
         return parts
+
+
+def subsample(target: torch.Tensor, size) -> torch.Tensor:
+    """Labels (N, H, W) at ``size``, each output pixel taking the label nearest its centre."""
+    if tuple(target.shape[-2:]) == tuple(size):
+        return target
+    return F.interpolate(target[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0].to(target.dtype)
 
 
 def class_balanced_weights(pixel_counts, power: float = 0.6) -> torch.Tensor:

@@ -28,6 +28,9 @@ class TrainerConfig(BaseModel):
     poly_power: float = Field(2.0, ge=0.0)
     aux_weight: float = Field(0.4, ge=0.0)
     scale_weight: float = Field(0.05, ge=0.0)
+    #: where the aux and per-scale terms are scored: label (their logits upsampled to the label
+    #: size, the paper's code) or logits (at their own stride, labels subsampled: a cheaper step)
+    aux_loss_size: Literal["label", "logits"] = "label"
     #: none, or balanced: (median frequency / class frequency) ** class_weight_power
     class_weights: Literal["none", "balanced"] = "balanced"
     class_weight_power: float = Field(0.6, ge=0.0)

@@ -167,7 +167,7 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
             raise ValueError("trainer.class_weights=balanced needs the class pixel counts of the training set")
         weights = class_balanced_weights(class_pixels, cfg.class_weight_power)
     criterion = SegmentationLoss(cfg.aux_weight, cfg.scale_weight, weights,
-                                 recompute=recomputes_loss(cfg, device)).to(device)
+                                 recompute=recomputes_loss(cfg, device), aux_size=cfg.aux_loss_size).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     sampler = (DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
