@@ -21,7 +21,7 @@ test: setup  ## lint, then every test (the slow end-to-end ones included), one p
 
 test-fast: setup  ## lint and unit tests only
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow"
 
 bench: setup  ## benchmarks -> data/08_reporting/benchmarks.json
 	$(BIN)/python -m hmsa.bench
