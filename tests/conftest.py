@@ -72,6 +72,27 @@ def tiny_tree_master(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """One tiny `kedro run` of the default pipeline, shared by the tests that read its outputs
+    (copy it before changing anything). Under pytest-xdist the workers share one run too: the
+    first to ask builds it under a file lock, in the directory all workers' temp folders sit in."""
+    from filelock import FileLock
+
+    from tests.helpers import tiny_project
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    project, done = base / "default_run" / "project", base / "default_run.done"
+    with FileLock(str(base / "default_run.lock")):
+        if not done.is_file():
+            shutil.rmtree(project.parent, ignore_errors=True)  # a build that failed half-way
+            tiny_project(project, "__default__")
+            done.touch()
+    return project
+
+
 @pytest.fixture
 def tiny_tree(tiny_tree_master, tmp_path) -> Path:
     """A private copy of the tiny tree that a test may break."""

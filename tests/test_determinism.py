@@ -22,11 +22,8 @@ def _results(value):
 
 
 @pytest.mark.slow
-def test_two_runs_of_the_default_pipeline_are_identical(tmp_path):
-    projects = []
-    for name in ("first", "second"):
-        projects.append(tiny_project(tmp_path / name, "__default__"))
-    a, b = projects
+def test_two_runs_of_the_default_pipeline_are_identical(default_run, tmp_path):
+    a, b = default_run, tiny_project(tmp_path / "second", "__default__")  # the shared run, and one more
 
     metrics = sorted(p.relative_to(a) for p in (a / "data/08_reporting/metrics").glob("*.json"))
     assert len(metrics) >= 5

@@ -1,6 +1,7 @@
 """kill -9 in the middle of each long stage, then the same command again: nothing is lost,
 nothing is done twice, nothing is half-written, and the results are those of an
-uninterrupted run. The runs are real `kedro run` processes on tiny data."""
+uninterrupted run. The runs are real `kedro run` processes on tiny data, each in a copy of
+the shared default run (``default_run``) with the stage's outputs removed."""
 
 import json
 import shutil
@@ -14,19 +15,17 @@ import yaml
 from PIL import Image
 
 from hmsa.training import checkpoint
-from tests.helpers import kill_at, run, tiny_project
+from tests.helpers import kill_at, run
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny project with the raw data ingested and a teacher trained (each test copies it)."""
-    return tiny_project(tmp_path_factory.mktemp("faults") / "project", "data_ingestion,teacher_training")
-
-
-def _copy(project, tmp_path):
-    return shutil.copytree(project, tmp_path / "project", symlinks=True)
+def _copy(project, tmp_path, *stale):
+    """A copy of the shared default run, with the outputs ``stale`` (paths under data/) removed."""
+    copy = shutil.copytree(project, tmp_path / "project", symlinks=True)
+    for path in stale:
+        shutil.rmtree(copy / "data" / path)
+    return copy
 
 
 def _set(project, role: str, **trainer):
@@ -43,9 +42,8 @@ def _runs(project, name):
                                       order_by=["attributes.start_time ASC"])
 
 
-def test_kill_during_teacher_training_resumes_in_a_linked_run(trained, tmp_path):
-    project = _copy(trained, tmp_path)
-    shutil.rmtree(project / "data/06_models")
+def test_kill_during_teacher_training_resumes_in_a_linked_run(default_run, tmp_path):
+    project = _copy(default_run, tmp_path, "06_models")
     _set(project, "teacher", epochs=6, checkpoint_dir="data/06_models/checkpoints/teacher")
     # save_atomic runs twice per epoch while improving (best.pt, last.pt): the 4th call is in epoch 2 or 3
     kill_at(["run", "--pipelines", "teacher_training"], project, "hmsa.training.checkpoint:save_atomic", point=4)
@@ -58,7 +56,7 @@ def test_kill_during_teacher_training_resumes_in_a_linked_run(trained, tmp_path)
     assert curve["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
 
     client, runs = _runs(project, "teacher_training")
-    killed, resumed = runs[-2], runs[-1]  # the fixture's own run comes first
+    killed, resumed = runs
     assert resumed.data.tags["hmsa.teacher.resumed_from_run"] == killed.info.run_id
     assert killed.data.tags["hmsa.teacher.resumed_by_run"] == resumed.info.run_id
     assert killed.info.status == "KILLED" and resumed.info.status == "FINISHED"
@@ -68,8 +66,7 @@ def test_kill_during_teacher_training_resumes_in_a_linked_run(trained, tmp_path)
     assert before and all({m.step: m.value for m in whole}[step] == value for step, value in before.items())
 
     # and the result is the uninterrupted run's, bit for bit
-    reference = _copy(trained, tmp_path / "reference")
-    shutil.rmtree(reference / "data/06_models")
+    reference = _copy(default_run, tmp_path / "reference", "06_models")
     _set(reference, "teacher", epochs=6, checkpoint_dir="data/06_models/checkpoints/teacher")
     run(["kedro", "run", "--pipelines", "teacher_training"], reference)
     a = checkpoint.load(project / "data/06_models/teacher.pt")["state_dict"]
@@ -77,8 +74,8 @@ def test_kill_during_teacher_training_resumes_in_a_linked_run(trained, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
-def test_kill_during_auto_labelling_relabels_nothing_and_leaves_no_broken_png(trained, tmp_path):
-    project = _copy(trained, tmp_path)
+def test_kill_during_auto_labelling_relabels_nothing_and_leaves_no_broken_png(default_run, tmp_path):
+    project = _copy(default_run, tmp_path, "04_feature/auto_labels")
     labels = project / "data/04_feature/auto_labels"
     # one writer thread, three PNGs per image, the label last: the 7th write is the third image's first
     kill_at(["run", "--pipelines", "auto_labeling", "--params", "auto_labeling.writers=1"], project,
@@ -99,17 +96,15 @@ def test_kill_during_auto_labelling_relabels_nothing_and_leaves_no_broken_png(tr
         with Image.open(png) as image:
             image.load()  # a truncated PNG raises here
     # the same labels as a run that was never interrupted
-    reference = _copy(trained, tmp_path / "reference")
+    reference = _copy(default_run, tmp_path / "reference", "04_feature/auto_labels")
     run(["kedro", "run", "--pipelines", "auto_labeling"], reference)
     for png in pngs:
         twin = reference / png.relative_to(project)
         assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(twin)))
 
 
-def test_kill_during_evaluation_keeps_the_last_results_and_the_rerun_gives_the_same(trained, tmp_path):
-    project = _copy(trained, tmp_path)
-    _set(project, "student", epochs=1)
-    run(["kedro", "run", "--pipelines", "auto_labeling,student_training,evaluation"], project)
+def test_kill_during_evaluation_keeps_the_last_results_and_the_rerun_gives_the_same(default_run, tmp_path):
+    project = _copy(default_run, tmp_path)  # evaluated in the default run
     metrics = project / "data/08_reporting/metrics/evaluation.json"
     results = project / "data/08_reporting/evaluation_results.csv"
     first, first_table = json.loads(metrics.read_text()), results.read_bytes()
