@@ -36,9 +36,8 @@ def test_two_runs_of_the_default_pipeline_are_identical(default_run, tmp_path):
     assert {"teacher.pt", "student.pt", "best.pt", "last.pt"} <= {p.name for p in models}
     for path in models:
         x, y = checkpoint.load(a / path), checkpoint.load(b / path)
-        weights = "state_dict" if "state_dict" in x else "model"
-        assert x[weights].keys() == y[weights].keys()
-        assert all(torch.equal(x[weights][k], y[weights][k]) for k in x[weights]), path
+        assert x["state_dict"].keys() == y["state_dict"].keys()
+        assert all(torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"]), path
 
     labels = sorted(p.relative_to(a) for p in (a / "data/04_feature/auto_labels").rglob("*.png"))
     assert labels

@@ -7,7 +7,7 @@ import torch
 
 from hmsa.training import checkpoint
 from hmsa.training.data import EvalDataset, TrainDataset
-from hmsa.training.loop import TrainingDivergedError, fingerprint, fit, poly_lambda
+from hmsa.training.loop import EpochLogger, TrainingDivergedError, fingerprint, fit, poly_lambda
 
 
 class Recorder:
@@ -41,7 +41,7 @@ def test_keep_last_yields_the_last_epoch_not_the_best(tiny_setup):
     items, model_cfg, trainer = tiny_setup
     trainer = trainer.model_copy(update={"epochs": 3, "keep": "last"})
     result = fit(model_cfg, trainer, *_data(items, trainer))
-    last = checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")["model"]
+    last = checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")["state_dict"]
     assert result.kept_epoch == 3
     assert all(torch.equal(result.state_dict[k], v) for k, v in last.items())
     # the best epoch is still reported; with keep=best its weights are the ones returned
@@ -152,8 +152,8 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_setup, tm
         fit(model_cfg, trainer, *_data(items, trainer), log_fn=crash_after_epoch_one)
     resumed = fit(model_cfg, trainer, *_data(items, trainer))
     a, b = checkpoint.load(tmp_path / "whole" / "last.pt"), checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")
-    assert a["model"].keys() == b["model"].keys()
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert [r["loss"] for r in json.loads(a["history"])] == [r["loss"] for r in resumed.history]
 
 
@@ -176,7 +176,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_checkpoint(tiny_setup
         fit(model_cfg, trainer.model_copy(update={"lr": 1e12, "epochs": 4}), *_data(items, trainer))
     after = checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")
     assert after["epoch"] == before["epoch"]
-    assert all(torch.equal(after["model"][k], before["model"][k]) for k in before["model"])
+    assert all(torch.equal(after["state_dict"][k], before["state_dict"][k]) for k in before["state_dict"])
 
 
 def test_poly_schedule():
@@ -206,3 +206,41 @@ def test_aux_loss_size_reaches_the_loss_and_the_checkpoint_fingerprint(tiny_setu
     # the same data and seed: the aux term is scored at another size, so its value differs
     assert paper.history[0]["loss_aux"] != cheap.history[0]["loss_aux"]
     assert fingerprint(model_cfg, trainer) != fingerprint(model_cfg, logits)  # a checkpoint of one does not resume the other
+
+
+class RunLogger(Recorder):
+    """An ``EpochLogger``: it names its run, and hears which run a resumed training continues."""
+
+    def __init__(self, run_id, crash_at=None):
+        super().__init__()
+        self.run_id, self.crash_at, self.continues = run_id, crash_at, "not told"
+
+    def __call__(self, metrics, step):
+        super().__call__(metrics, step)
+        if step == self.crash_at:
+            raise Crash
+
+    def resumed(self, previous_run_id):
+        self.continues = previous_run_id
+
+
+def test_the_logger_protocol_links_a_resumed_run_and_both_checkpoints_share_one_format(tiny_setup):
+    items, model_cfg, trainer = tiny_setup
+    assert isinstance(RunLogger("a"), EpochLogger) and not isinstance(crash_after_epoch_one, EpochLogger)
+    with pytest.raises(Crash):
+        fit(model_cfg, trainer, *_data(items, trainer), log_fn=RunLogger("first", crash_at=1))
+    last = checkpoint.load(f"{trainer.checkpoint_dir}/last.pt")
+    assert last["mlflow_run_id"] == "first"
+    second = RunLogger("second")
+    fit(model_cfg, trainer, *_data(items, trainer), log_fn=second)
+    assert second.continues == "first" and [step for step, _ in second.calls] == [1, 2]
+    best, last = (checkpoint.load(f"{trainer.checkpoint_dir}/{name}.pt") for name in ("best", "last"))
+    shared = {"model_config", "state_dict", "best_miou", "best_epoch", "epoch"}
+    assert shared <= set(best) and shared <= set(last) and best["state_dict"].keys() == last["state_dict"].keys()
+    # a last.pt in the earlier format (weights under "model") is not resumed: training starts afresh
+    old = dict(last)
+    old["model"] = old.pop("state_dict")
+    checkpoint.save_atomic(old, f"{trainer.checkpoint_dir}/last.pt")
+    third = RunLogger("third")
+    fit(model_cfg, trainer, *_data(items, trainer), log_fn=third)
+    assert third.continues == "not told" and [step for step, _ in third.calls] == [1, 2]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ def kept_result(cfg: TrainerConfig, history: list[dict]) -> TrainResult:
         return TrainResult(best["model_config"], best["state_dict"], best["best_miou"], best["best_epoch"], history,
                            best["best_epoch"])
     last = checkpoint.load(ckpt_dir / "last.pt")
-    return TrainResult(best["model_config"], last["model"], best["best_miou"], best["best_epoch"], history,
+    return TrainResult(best["model_config"], last["state_dict"], best["best_miou"], best["best_epoch"], history,
                        last["epoch"] + 1)
 
 
@@ -141,26 +142,68 @@ def _metrics(row: dict) -> dict[str, float]:
         "val/mIoU": row["val_miou"]}
 
 
-def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set: Dataset | None,
-        class_pixels: np.ndarray | None = None, log_fn: Callable[[dict, int], None] | None = None,
-        rank: int = 0, world: int = 1, local_rank: int = 0, data_key: str = "") -> TrainResult:
-    """Train ``model_cfg`` on ``train_set``; validate on ``val_set`` after each epoch.
+@runtime_checkable
+class EpochLogger(Protocol):
+    """Where ``fit`` reports, on rank 0: each epoch's metrics, the run that ``last.pt`` will name
+    (``run_id``), and which run wrote the checkpoint a resumed training continues (``resumed``)."""
 
-    Writes ``last.pt`` and ``best.pt`` into ``cfg.checkpoint_dir`` (rank 0), returns the
-    weights ``cfg.keep`` names (see :func:`kept_result`), and resumes
-    from ``last.pt`` when it was made by the same setup (see :func:`fingerprint`; ``data_key``
-    identifies the training data). A resumed run logs the earlier epochs again, so that the
-    new MLflow run holds the whole curve; ``log_fn.resumed(run_id)``, when the logger has it,
-    is told which run wrote the checkpoint (``last.pt`` records ``log_fn.run_id``).
-    """
+    run_id: str | None
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def resumed(self, previous_run_id: str | None) -> None: ...
+
+
+@dataclass
+class _PlainLogger:
+    """A bare ``(metrics, step)`` function as an ``EpochLogger``: no run to name or to link."""
+
+    fn: Callable[[dict, int], None]
+    run_id: str | None = None
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        self.fn(metrics, step)
+
+    def resumed(self, previous_run_id: str | None) -> None:
+        pass
+
+
+@dataclass
+class _Setup:
+    """What one training process builds before its first step."""
+
+    device: torch.device
+    model: torch.nn.Module
+    net: torch.nn.Module  # ``model``, wrapped in DDP when there are several processes
+    criterion: SegmentationLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loader: DataLoader
+    sampler: RandomSampler | DistributedSampler
+    total: int  # iterations
+    epochs: int
+    channels_last: bool
+    autocast_dtype: torch.dtype | None
+
+
+@dataclass
+class _Progress:
+    """Where training stands: what ``last.pt`` saves and a resumed run restores."""
+
+    start_epoch: int = 0
+    iteration: int = 0
+    best_miou: float = -1.0
+    best_epoch: int = -1
+    history: list[dict] = field(default_factory=list)
+
+
+def _set_up(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, class_pixels, rank: int, world: int,
+            local_rank: int) -> _Setup:
     device = pick_device(cfg.device, local_rank)
-    ckpt_dir = Path(cfg.checkpoint_dir)
-    main = rank == 0
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = for_device(build_model(model_cfg), cfg, device, world).to(device)
-    channels_last = uses_channels_last(cfg.channels_last, device)
-
     weights = None
     if cfg.class_weights == "balanced":
         if class_pixels is None:
@@ -169,119 +212,153 @@ def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set:
     criterion = SegmentationLoss(cfg.aux_weight, cfg.scale_weight, weights,
                                  recompute=recomputes_loss(cfg, device), aux_size=cfg.aux_loss_size).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
     sampler = (DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
                if world > 1 else RandomSampler(train_set, generator=torch.Generator()))
-    drop_last = len(train_set) >= cfg.batch_size * world
     loader = DataLoader(
-        train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=drop_last,
-        pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0,
-        generator=torch.Generator().manual_seed(cfg.seed + rank),
+        train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+        drop_last=len(train_set) >= cfg.batch_size * world, pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0, generator=torch.Generator().manual_seed(cfg.seed + rank),
     )
     per_epoch = len(loader)
     if per_epoch == 0:
         raise ValueError(f"no training batch: {len(train_set)} samples for batch_size {cfg.batch_size} x {world} processes")
     total = min(cfg.max_iterations or cfg.epochs * per_epoch, cfg.epochs * per_epoch)
-    epochs = math.ceil(total / per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(total, cfg.poly_power))
     autocast_dtype = _precision(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
-
-    key = fingerprint(model_cfg, cfg, data_key)
-    start_epoch, iteration, best_miou, best_epoch, history = 0, 0, -1.0, -1, []
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    if cfg.resume and last_path.is_file():
-        state = checkpoint.load(last_path)
-        if state.get("fingerprint") == key:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            start_epoch, iteration = state["epoch"] + 1, state["iteration"]
-            best_miou, best_epoch, history = state["best_miou"], state["best_epoch"], json.loads(state["history"])
-            log.info("Resuming from %s after epoch %d (iteration %d)", last_path, state["epoch"] + 1, iteration)
-            if main and hasattr(log_fn, "resumed"):
-                log_fn.resumed(state.get("mlflow_run_id"))
-            if main and log_fn is not None:
-                for row in history:
-                    log_fn(_metrics(row), row["epoch"])
-        elif main:
-            log.warning("%s was made with other settings: starting afresh", last_path)
-
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Setup(device, model, net, criterion, optimizer, scheduler, scaler, loader, sampler, total,
+                  math.ceil(total / per_epoch), uses_channels_last(cfg.channels_last, device), autocast_dtype)
 
-    for epoch in range(start_epoch, epochs):
+
+def _resume(run: _Setup, path: Path, key: str, logger: EpochLogger | None, main: bool) -> _Progress:
+    """The progress ``path`` (last.pt) holds when it was made by the same setup (``key``), with
+    the weights and optimiser state put back; a fresh start otherwise. The logger hears of the
+    earlier run and gets the earlier epochs again, so that its run holds the whole curve."""
+    if not path.is_file():
+        return _Progress()
+    state = checkpoint.load(path)
+    if state.get("fingerprint") != key or "state_dict" not in state:  # (older checkpoints: "model")
+        if main:
+            log.warning("%s was made with other settings: starting afresh", path)
+        return _Progress()
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    progress = _Progress(state["epoch"] + 1, state["iteration"], state["best_miou"], state["best_epoch"],
+                         json.loads(state["history"]))
+    log.info("Resuming from %s after epoch %d (iteration %d)", path, progress.start_epoch, progress.iteration)
+    if logger is not None:
+        logger.resumed(state.get("mlflow_run_id"))
+        for row in progress.history:
+            logger(_metrics(row), row["epoch"])
+    return progress
+
+
+def _train_epoch(run: _Setup, epoch: int, progress: _Progress, world: int, show: bool, last_path: Path) -> dict:
+    """One epoch of SGD steps (up to the run's last iteration); its history row, without validation."""
+    run.net.train()
+    sums: dict[str, float] = {}
+    seen, steps, start = 0, 0, time.perf_counter()
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{run.epochs}", disable=None if show else True, leave=False,
+               mininterval=2)
+    for images, masks in bar:
+        if progress.iteration >= run.total:
+            break
+        images = images.to(run.device, non_blocking=True)
+        masks = masks.to(run.device, non_blocking=True)
+        if run.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.float32,
+                            enabled=run.autocast_dtype is not None):
+            parts = run.criterion(run.net(images), masks)
+        loss = parts["total"]
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"the loss became {loss.item()} at iteration {progress.iteration + 1} (lr "
+                f"{run.scheduler.get_last_lr()[0]:.3g}); lower trainer.lr. The last good checkpoint is kept at {last_path}."
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        progress.iteration += 1
+        steps += 1
+        seen += images.shape[0] * world
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        if show:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}",
+                            img_s=f"{seen / (time.perf_counter() - start):.1f}")
+    seconds = time.perf_counter() - start
+    steps = max(1, steps)
+    row = {"epoch": epoch + 1, "iteration": progress.iteration, "lr": run.scheduler.get_last_lr()[0],
+           "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds}
+    row.update({f"loss_{name}" if name != "total" else "loss": value / steps for name, value in sums.items()})
+    return row
+
+
+def _save_checkpoints(run: _Setup, model_cfg: ModelConfig, progress: _Progress, epoch: int, improved: bool,
+                      key: str, ckpt_dir: Path, run_id: str | None) -> None:
+    """best.pt when the epoch improved, and last.pt always: the same format, last.pt with the
+    optimiser, schedule and history a resumed run needs (atomic writes: a kill keeps the old)."""
+    weights = {"model_config": model_cfg.model_dump(), "state_dict": run.model.state_dict(),
+               "best_miou": progress.best_miou, "best_epoch": progress.best_epoch, "epoch": epoch}
+    if improved:
+        checkpoint.save_atomic(weights, ckpt_dir / "best.pt")
+    checkpoint.save_atomic(weights | {
+        "fingerprint": key, "iteration": progress.iteration, "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+        "history": json.dumps(progress.history), "mlflow_run_id": run_id or "",
+    }, ckpt_dir / "last.pt")
+
+
+def fit(model_cfg: ModelConfig, cfg: TrainerConfig, train_set: Dataset, val_set: Dataset | None,
+        class_pixels: np.ndarray | None = None, log_fn: EpochLogger | Callable[[dict, int], None] | None = None,
+        rank: int = 0, world: int = 1, local_rank: int = 0, data_key: str = "") -> TrainResult:
+    """Train ``model_cfg`` on ``train_set``; validate on ``val_set`` after each epoch.
+
+    Writes ``last.pt`` and ``best.pt`` into ``cfg.checkpoint_dir`` (rank 0), returns the
+    weights ``cfg.keep`` names (see :func:`kept_result`), and resumes from ``last.pt`` when
+    it was made by the same setup (see :func:`fingerprint`; ``data_key`` identifies the
+    training data). ``log_fn`` is an ``EpochLogger``, or a bare ``(metrics, step)`` function.
+    """
+    main = rank == 0
+    logger = None if log_fn is None or not main else log_fn if isinstance(log_fn, EpochLogger) else _PlainLogger(log_fn)
+    ckpt_dir = Path(cfg.checkpoint_dir)
+    run = _set_up(model_cfg, cfg, train_set, class_pixels, rank, world, local_rank)
+    key = fingerprint(model_cfg, cfg, data_key)
+    progress = _resume(run, ckpt_dir / "last.pt", key, logger, main) if cfg.resume else _Progress()
+    for epoch in range(progress.start_epoch, run.epochs):
         if world > 1:
-            sampler.set_epoch(epoch)
+            run.sampler.set_epoch(epoch)
         else:
-            sampler.generator.manual_seed(cfg.seed + epoch)
+            run.sampler.generator.manual_seed(cfg.seed + epoch)
         # every random draw of an epoch (augmentation, worker seeds, dropout) depends on
         # (seed, epoch, rank) only, so that a resumed run continues bit for bit
         epoch_seed = (cfg.seed * 1_000_003 + epoch) * 1_009 + rank
         torch.manual_seed(epoch_seed)
-        loader.generator.manual_seed(epoch_seed)
-        net.train()
-        sums: dict[str, float] = {}
-        seen, steps, start = 0, 0, time.perf_counter()
-        show = main and cfg.progress_bar
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=None if show else True, leave=False, mininterval=2)
-        for images, masks in bar:
-            if iteration >= total:
-                break
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                parts = criterion(net(images), masks)
-            loss = parts["total"]
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"the loss became {loss.item()} at iteration {iteration + 1} (lr {scheduler.get_last_lr()[0]:.3g}); "
-                    f"lower trainer.lr. The last good checkpoint is kept at {last_path}."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            iteration += 1
-            steps += 1
-            seen += images.shape[0] * world
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-            if show:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                                img_s=f"{seen / (time.perf_counter() - start):.1f}")
-        seconds = time.perf_counter() - start
-        steps = max(1, steps)
-        row = {"epoch": epoch + 1, "iteration": iteration, "lr": scheduler.get_last_lr()[0],
-               "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds}
-        row.update({f"loss_{name}" if name != "total" else "loss": value / steps for name, value in sums.items()})
-        row["val_miou"] = (validate(model, val_set, device, cfg.val_batch_size, model_cfg.val_scales, rank, world)
-                           if val_set is not None and len(val_set) else float("nan"))
-        history.append(row)
-        improved = row["val_miou"] > best_miou or best_epoch < 0
+        run.loader.generator.manual_seed(epoch_seed)
+        row = _train_epoch(run, epoch, progress, world, main and cfg.progress_bar, ckpt_dir / "last.pt")
+        row["val_miou"] = (validate(run.model, val_set, run.device, cfg.val_batch_size, model_cfg.val_scales, rank,
+                                    world) if val_set is not None and len(val_set) else float("nan"))
+        progress.history.append(row)
+        improved = row["val_miou"] > progress.best_miou or progress.best_epoch < 0
         if improved:
-            best_miou, best_epoch = row["val_miou"], epoch + 1
+            progress.best_miou, progress.best_epoch = row["val_miou"], epoch + 1
         if main:
             log.info("epoch %d/%d: loss %.4f, val mIoU %.4f, %.1f images/s",
-                     epoch + 1, epochs, row["loss"], row["val_miou"], row["images_per_s"])
-            if improved:
-                checkpoint.save_atomic({"model_config": model_cfg.model_dump(), "state_dict": model.state_dict(),
-                                        "best_miou": best_miou, "best_epoch": best_epoch}, best_path)
-            checkpoint.save_atomic({
-                "fingerprint": key, "epoch": epoch, "iteration": iteration, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "best_miou": best_miou, "best_epoch": best_epoch, "history": json.dumps(history),
-                "mlflow_run_id": getattr(log_fn, "run_id", None) or "",
-            }, last_path)
-            if log_fn is not None:
-                log_fn(_metrics(row), epoch + 1)
+                     epoch + 1, run.epochs, row["loss"], row["val_miou"], row["images_per_s"])
+            _save_checkpoints(run, model_cfg, progress, epoch, improved, key, ckpt_dir,
+                              logger.run_id if logger is not None else None)
+            if logger is not None:
+                logger(_metrics(row), epoch + 1)
         if world > 1:
             dist.barrier()
     if world > 1:
         dist.barrier()
-    return kept_result(cfg, history)
+    return kept_result(cfg, progress.history)
