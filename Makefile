@@ -6,7 +6,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast bench claims mlflow-ui repro pull push
+.PHONY: setup run test test-fast bench claims mlflow-ui viz repro pull push
 
 setup:
 	@VENV=$(VENV) scripts/ensure_venv.sh
@@ -31,6 +31,9 @@ claims: setup  ## the paper's claims over 3 seeds (conf/claims) -> data/claims/0
 
 mlflow-ui: setup  ## browse runs and models: kedro-mlflow's UI on the store of mlflow.yml (or $MLFLOW_TRACKING_URI), port 5000
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro mlflow ui $(if $(ENV),--env $(ENV))
+
+viz: setup  ## the pipelines as a static Kedro-Viz site in build/ (namespaces as groups); `kedro viz` serves it live
+	$(BIN)/kedro viz build
 
 repro: setup  ## reproduce the DVC pipeline (dvc.yaml) with the project's venv on PATH
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro

@@ -1,7 +1,7 @@
 """`kedro run` with one function slowed down and announced, so that a test can kill -9 the run
 at a known point of its work (not a test module; run as a script).
 
-    python tests/slowed_kedro.py hmsa.autolabel:write_png_atomic 0.3 run --pipelines auto_labeling
+    python tests/slowed_kedro.py hmsa.autolabel.labelling:write_png_atomic 0.3 run --pipelines auto_labeling
 
 Each call of the function first prints ``FAULT-POINT <n>`` on stderr, then sleeps, then runs it.
 """

@@ -16,7 +16,6 @@ from hmsa.datasets import (
     CSVDataset,
     JSONDataset,
     ModelBundleDataset,
-    ModelBundleFolderDataset,
     ParquetDataset,
     PngFolderDataset,
 )
@@ -41,15 +40,13 @@ def test_bundle_round_trip_and_missing_file(tmp_path):
     assert torch.equal(data.load()["state_dict"]["w"], torch.ones(2))
 
 
-def test_bundle_folder_replaces_its_content_and_exists_when_empty(tmp_path):
-    data = ModelBundleFolderDataset(str(tmp_path / "variants"))
-    data.save({"single": _bundle(1.0), "explicit": _bundle(2.0)})
-    assert sorted(data.load()) == ["explicit", "single"]
-    data.save({"human": _bundle(3.0)})  # a new set: stale bundles go
-    assert sorted(data.load()) == ["human"]
-    data.save({})
-    assert data.load() == {} and (tmp_path / "variants").is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["variants"]  # no temporary folders left
+def test_a_baseline_not_trained_is_a_record_and_anything_else_is_refused(tmp_path):
+    data = ModelBundleDataset(str(tmp_path / "student_single.pt"))
+    data.save({"not_trained": "student.variants does not list 'single'"})
+    assert data.load() == {"not_trained": "student.variants does not list 'single'"}
+    data.save({"weights": torch.ones(2)})
+    with pytest.raises(DatasetError, match="not a model bundle"):
+        data.load()
 
 
 def test_png_folder_round_trip_keeps_subfolders(tmp_path):
@@ -63,12 +60,10 @@ def test_png_folder_round_trip_keeps_subfolders(tmp_path):
         data.save({"../outside": first})
 
 
-@pytest.mark.parametrize("make", [
-    lambda root: PngFolderDataset(str(root)), lambda root: ModelBundleFolderDataset(str(root))])
-def test_a_failed_save_leaves_the_previous_folder(tmp_path, monkeypatch, make):
+def test_a_failed_save_leaves_the_previous_folder(tmp_path, monkeypatch):
     root = tmp_path / "out"
-    data = make(root)
-    good = {"city/x": np.zeros((2, 2), np.uint8)} if isinstance(data, PngFolderDataset) else {"x": _bundle(1.0)}
+    data = PngFolderDataset(str(root))
+    good = {"city/x": np.zeros((2, 2), np.uint8)}
     data.save(good)
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
 
@@ -82,8 +77,7 @@ def test_a_failed_save_leaves_the_previous_folder(tmp_path, monkeypatch, make):
 
     monkeypatch.setattr("hmsa.datasets.replace_folder", interrupted)
     with pytest.raises(DatasetError, match="No space"):  # Kedro wraps the OSError
-        data.save(good | ({"city/y": np.ones((2, 2), np.uint8)} if isinstance(data, PngFolderDataset)
-                          else {"y": _bundle(2.0)}))
+        data.save(good | {"city/y": np.ones((2, 2), np.uint8)})
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

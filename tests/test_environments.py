@@ -123,7 +123,7 @@ def test_each_environment_registers_its_models_under_its_own_names():
     for env in envs:
         params = project_conf("parameters", PROJECT_ROOT, None if env == "base" else env)
         catalog = project_conf("catalog", PROJECT_ROOT, None if env == "base" else env)
-        roles = [r for r in ("teacher", "student") if "AbsentDataset" not in str(catalog.get(f"{r}_model", {}).get("type"))]
+        roles = [r for r in ("teacher", "student") if "AbsentDataset" not in str(catalog.get(f"{r}.model", {}).get("type"))]
         for role in roles:
             cfg = RoleConfig.model_validate(params[role])
             for name in [cfg.registered_model_name, *(cfg.variant(v).registered_model_name for v in cfg.variants)]:

@@ -79,7 +79,7 @@ def test_kill_during_auto_labelling_relabels_nothing_and_leaves_no_broken_png(de
     labels = project / "data/04_feature/auto_labels"
     # one writer thread, three PNGs per image, the label last: the 7th write is the third image's first
     kill_at(["run", "--pipelines", "auto_labeling", "--params", "auto_labeling.writers=1"], project,
-            "hmsa.autolabel:write_png_atomic", point=7)
+            "hmsa.autolabel.labelling:write_png_atomic", point=7)
     finished = {p: p.stat().st_mtime_ns for p in labels.rglob("*.png")}
     assert len([p for p in finished if p.name.endswith("_autoLabelTrainIds.png")]) == 2
 

@@ -45,3 +45,34 @@ def test_manifest_paths_stay_inside_their_root(tmp_path):
     for bad in ("../secret", "a/../../secret", str(tmp_path / "secret"), "a/link.png"):
         with pytest.raises(OutsideRootError, match="outside its data root"):
             under(root, bad)
+
+
+def test_a_stamped_folder_is_rebuilt_only_when_its_stamp_changes_and_a_foreign_one_is_refused(tmp_path):
+    from hmsa.fileio import is_stamped, rebuild_stamped
+
+    root, calls = tmp_path / "tree", []
+
+    def fill(tmp):
+        calls.append(tmp)
+        (tmp / "a.txt").write_text(str(len(calls)))
+        return len(calls)
+
+    assert rebuild_stamped(root, "stamp.json", {"v": 1}, fill, "a tree", "paths.tree") == (True, 1)
+    assert is_stamped(root, "stamp.json", {"v": 1}) and not is_stamped(root, "stamp.json", {"v": 2})
+    assert rebuild_stamped(root, "stamp.json", {"v": 1}, fill, "a tree", "paths.tree") == (False, None)
+    assert rebuild_stamped(root, "stamp.json", {"v": 2}, fill, "a tree", "paths.tree") == (True, 2)
+    assert (root / "a.txt").read_text() == "2"
+
+    def broken(tmp):
+        (tmp / "a.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rebuild_stamped(root, "stamp.json", {"v": 3}, broken, "a tree", "paths.tree")
+    assert (root / "a.txt").read_text() == "2" and is_stamped(root, "stamp.json", {"v": 2})  # the old build stays
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    with pytest.raises(FileExistsError, match=r"not a tree \(no stamp.json\).*Point paths.tree at another folder"):
+        rebuild_stamped(foreign, "stamp.json", {"v": 1}, fill, "a tree", "paths.tree")
+    assert list(foreign.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["mine", "tree"]

@@ -10,8 +10,8 @@ def test_the_five_stages_and_what_flows_between_them(tmp_path):
     configure_project("hmsa")
     stages, nodes, flows = pipeline_picture.stage_graph(register_pipelines())
     assert stages == list(STAGES)
-    assert "train_teacher" in nodes["teacher_training"] and "evaluate" in nodes["evaluation"]
-    assert flows[("teacher_training", "auto_labeling")] == ["teacher_model"]
+    assert "teacher.train" in nodes["teacher_training"] and "evaluate" in nodes["evaluation"]
+    assert flows[("teacher_training", "auto_labeling")] == ["teacher.model"]
     assert "auto_label_manifest" in flows[("auto_labeling", "student_training")]
     assert ("evaluation", "student_training") not in flows  # only earlier stages feed later ones
     out = tmp_path / "pipeline.png"

@@ -107,8 +107,9 @@ def test_a_model_from_a_shared_store_never_runs_pickled_code(tmp_path, monkeypat
     from PIL import Image
 
     from hmsa import predict, tracking
-    from hmsa.autolabel import AutoLabelConfig
-    from hmsa.pipelines.auto_labeling.nodes import _teacher
+    from hmsa.autolabel.config import AutoLabelConfig
+    from hmsa.autolabel.teacher import load_teacher
+    from hmsa.data.labels import label_set
 
     info = tiny_logged_model(tmp_path, monkeypatch, "hmsa-student")
     mlflow.MlflowClient().set_registered_model_alias("hmsa-student", "champion", "1")
@@ -141,7 +142,7 @@ def test_a_model_from_a_shared_store_never_runs_pickled_code(tmp_path, monkeypat
     (stored / "python_model.pkl").write_bytes(poison)
     (stored / "MLmodel").write_text(yaml.safe_dump(description))
     assert predict.main(["predict", str(photo), "--out", str(tmp_path / "out2"), "--no-progress"]) == 0
-    teacher = _teacher(AutoLabelConfig(teacher="models:/hmsa-student@champion"), {})
+    teacher = load_teacher(AutoLabelConfig(teacher="models:/hmsa-student@champion"), {}, label_set("cityscapes"))
     assert isinstance(teacher, torch.nn.Module) and not marker.exists()
 
     # 2. the weights replaced by a malicious pickle: refused by name, nothing runs

@@ -137,7 +137,7 @@ def setting_source(project: Path | str, env: str | None = None, runtime: dict | 
 
 def parameter_blocks() -> dict[str, tuple[type[BaseModel], str]]:
     """Each top-level parameter block of conf/: its settings model and the file that sets it."""
-    from hmsa.autolabel import AutoLabelConfig
+    from hmsa.autolabel.config import AutoLabelConfig
     from hmsa.data.config import DataConfig
     from hmsa.evaluation.config import EvaluationConfig
     from hmsa.training.config import RoleConfig

@@ -75,7 +75,8 @@ class MatplotlibDataset(_AtomicSave, kd_matplotlib.MatplotlibDataset):
 
 
 class ModelBundleDataset(AbstractDataset[dict, dict]):
-    """A trained model as one file: ``{"model_config": dict, "state_dict": ..., ...}``.
+    """A trained model as one file: ``{"model_config": dict, "state_dict": ..., ...}``, or the
+    record ``{"not_trained": reason}`` of a baseline the run did not ask for.
 
     Saved atomically with torch.save, loaded with ``weights_only=True`` (no pickled code).
     """
@@ -88,7 +89,7 @@ class ModelBundleDataset(AbstractDataset[dict, dict]):
         if not self._filepath.is_file():
             raise DatasetError(f"no model at {self._filepath}: run the pipeline that trains it first")
         bundle = checkpoint.load(self._filepath)
-        if not isinstance(bundle, dict) or not {"model_config", "state_dict"} <= set(bundle):
+        if not isinstance(bundle, dict) or not ({"model_config", "state_dict"} <= set(bundle) or "not_trained" in bundle):
             raise DatasetError(f"{self._filepath} is not a model bundle (needs model_config and state_dict)")
         return bundle
 
@@ -100,36 +101,6 @@ class ModelBundleDataset(AbstractDataset[dict, dict]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
-
-
-class ModelBundleFolderDataset(AbstractDataset[dict, dict]):
-    """Several model bundles as ``<path>/<name>.pt``, loaded as ``{name: bundle}``.
-
-    A save replaces the whole folder at once (written beside it, then swapped in), so the
-    folder never mixes bundles of two runs and always exists after a save, even when empty.
-    """
-
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
-        self._path = Path(path)
-        self.metadata = metadata
-
-    def load(self) -> dict[str, dict]:
-        if not self._path.is_dir():
-            raise DatasetError(f"no model folder at {self._path}: run the pipeline that trains these models first")
-        return {p.stem: ModelBundleDataset(str(p)).load() for p in sorted(self._path.glob("*.pt"))}
-
-    def save(self, data: dict[str, dict]) -> None:
-        def fill(tmp: Path) -> None:
-            for name, bundle in data.items():
-                checkpoint.save_atomic(bundle, tmp / f"{name}.pt")
-
-        replace_folder(self._path, fill)
-
-    def _exists(self) -> bool:
-        return self._path.is_dir()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
 
 
 class PngFolderDataset(AbstractDataset[dict, dict]):

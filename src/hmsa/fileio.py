@@ -4,6 +4,7 @@ mix or a half-written file; a full disk is an error that names the file."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import uuid
@@ -35,6 +36,39 @@ def replace_folder(root: str | Path, fill: Callable[[Path], T]) -> T:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def is_stamped(root: str | Path, stamp_file: str, stamp: dict) -> bool:
+    """True when ``root`` holds a complete folder built from ``stamp`` (its stamp file says so)."""
+    try:
+        return json.loads((Path(root) / stamp_file).read_text()) == stamp
+    except (OSError, ValueError):
+        return False
+
+
+def rebuild_stamped(root: str | Path, stamp_file: str, stamp: dict, fill: Callable[[Path], T],
+                    what: str, setting: str) -> tuple[bool, T | None]:
+    """Build the folder ``root`` with ``fill(tmp)`` unless it already holds a build of ``stamp``;
+    returns (built, what ``fill`` returned).
+
+    The stamp is written last, inside the new folder, and the folder is swapped in whole
+    (``replace_folder``): an interrupted build leaves no stamp, so the next run builds again.
+    A folder without the stamp file is not ours (``what``, e.g. "a SynthCity tree"): it is
+    refused, naming the parameter ``setting`` that points at it.
+    """
+    root = Path(root)
+    if is_stamped(root, stamp_file, stamp):
+        return False, None
+    if root.exists() and not (root / stamp_file).is_file():
+        raise FileExistsError(f"{root} exists but is not {what} (no {stamp_file}); refusing to replace it. "
+                              f"Point {setting} at another folder, or remove this one.")
+
+    def filled(tmp: Path) -> T:
+        result = fill(tmp)
+        (tmp / stamp_file).write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+        return result
+
+    return True, replace_folder(root, filled)
 
 
 def temp_name(name: str) -> str:

@@ -126,6 +126,8 @@ class ProvenanceHook:
             mlflow.set_tags({TAG_GIT_COMMIT: commit, "mlflow.source.git.commit": commit.removesuffix("-dirty")})
         names = run_params.get("pipeline_names") or ["__default__"]
         name = run_name(names, list(pipelines))
+        if run_params.get("namespaces"):  # kedro run --namespaces student_single: the models it trained
+            name = f"{name} ({','.join(run_params['namespaces'])})"
         mlflow.set_tag(TAG_KEDRO_ENV, run_params.get("env") or "local")
         experiment = os.environ.get("DVC_EXP_NAME")  # set by DVC for the stages of `dvc exp run`
         if experiment:

@@ -1,13 +1,16 @@
 """Photos read as 8-bit RGB: 16-bit scaled (not clipped), huge or float images refused by name."""
 
+import errno
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from hmsa.data.images import ImageError, read_rgb
+from hmsa.data.images import ImageError, read_rgb, write_png_atomic
+from hmsa.fileio import DiskFullError
 
 
 def png_header_only(path, width: int, height: int) -> None:
@@ -45,3 +48,20 @@ def test_an_image_over_the_limit_is_refused_before_it_is_decoded(tmp_path):
     # Pillow refuses it from the header: still an ImageError naming the file and the setting
     with pytest.raises(ImageError, match=r"bomb\.png: refused, Image size \(196000000 pixels\).* over --max-pixels"):
         read_rgb(tmp_path / "bomb.png", setting="--max-pixels")
+
+
+def test_a_full_disk_leaves_the_previous_png_and_names_the_file(tmp_path, monkeypatch):
+    target = tmp_path / "x.png"
+    write_png_atomic(np.full((4, 4), 3, dtype=np.uint8), target)
+    real_save = Image.Image.save
+
+    def broken_save(self, fp, format=None, **params):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(DiskFullError, match=r"no space left on the device while writing .*x\.png"):
+        write_png_atomic(np.zeros((4, 4), dtype=np.uint8), target)
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    assert (np.asarray(Image.open(target)) == 3).all()

@@ -214,3 +214,10 @@ def test_recomputing_the_loss_changes_its_memory_not_its_numbers(tiny_model, kin
     kept = saved_activation_bytes(model, images, target, recompute=False)
     recomputed = saved_activation_bytes(model, images, target, recompute=True)
     assert kept - recomputed >= 2 * 19 * 64 * 96 * 4
+
+
+def test_the_loss_skips_the_label_value_the_data_use_for_no_class():
+    from hmsa.data.labels import IGNORE_INDEX
+    from hmsa.models import loss
+
+    assert loss.IGNORE_INDEX == IGNORE_INDEX and SegmentationLoss().ignore_index == IGNORE_INDEX

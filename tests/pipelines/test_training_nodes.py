@@ -18,7 +18,7 @@ def ingested(tiny_tree):
 
 
 def test_human_coarse_labels_join_the_fine_ones(ingested):
-    data = _training.select_training_data(PARAMS, "teacher", *ingested)
+    data = _training.select_training_data(PARAMS, *ingested, role="teacher")
     assert len(data.train) == 8 and len(data.val) == 2
     assert sum("gtCoarse" in item.label for item in data.train) == 4
     assert data.class_pixels.shape == (19,) and data.class_pixels.sum() > 0
@@ -26,13 +26,13 @@ def test_human_coarse_labels_join_the_fine_ones(ingested):
 
 
 def test_no_coarse_labels(ingested):
-    data = _training.select_training_data({**PARAMS, "coarse_labels": "none"}, "student", *ingested)
+    data = _training.select_training_data({**PARAMS, "coarse_labels": "none"}, *ingested, role="student")
     assert len(data.train) == 4 and not any("gtCoarse" in item.label for item in data.train)
 
 
 def test_class_uniform_maps_centroids_to_items(ingested):
     params = {**PARAMS, "trainer": {**PARAMS["trainer"], "sampling": "class_uniform"}}
-    data = _training.select_training_data(params, "teacher", *ingested)
+    data = _training.select_training_data(params, *ingested, role="teacher")
     assert not data.centroids.empty
     assert data.centroids["item"].between(0, len(data.train) - 1).all()
 
@@ -45,12 +45,12 @@ def test_auto_labels_replace_the_human_coarse_ones(ingested, tmp_path):
     for path in auto["label_path"]:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((32, 64), 2, dtype=np.uint8)).save(tmp_path / path)  # all "building"
-    data = _training.select_training_data({**PARAMS, "coarse_labels": "auto"}, "student", manifest, pixels, centroids,
-                                          info, auto, {"root": str(tmp_path)})
+    data = _training.select_training_data({**PARAMS, "coarse_labels": "auto"}, manifest, pixels, centroids,
+                                          info, auto, {"root": str(tmp_path)}, role="student")
     assert len(data.train) == 8
     auto_items = [i for i in data.train if i.label_format == "train_ids"]
     assert len(auto_items) == 4 and all(i.label.startswith(str(tmp_path)) for i in auto_items)
-    human = _training.select_training_data({**PARAMS, "coarse_labels": "human"}, "student", *ingested)
+    human = _training.select_training_data({**PARAMS, "coarse_labels": "human"}, *ingested, role="student")
     assert data.class_pixels[2] > human.class_pixels[2]  # the auto-labels' building pixels are counted
     assert data.key != human.key
 
@@ -73,8 +73,8 @@ def test_class_uniform_draws_from_the_auto_labelled_images_too(ingested, tmp_pat
     assert len(auto_centroids) == len(auto)  # one tile holds each person; ignored pixels have none
 
     params = {**PARAMS, "coarse_labels": "auto", "trainer": {**PARAMS["trainer"], "sampling": "class_uniform"}}
-    data = _training.select_training_data(params, "student", manifest, pixels, centroids, info, auto, labels_info,
-                                          auto_centroids)
+    data = _training.select_training_data(params, manifest, pixels, centroids, info, auto, labels_info,
+                                          auto_centroids, role="student")
     drawn = data.centroids[data.centroids["label_kind"] == "auto"]
     assert len(drawn) == len(auto)
     for row in drawn.itertuples(index=False):
@@ -85,45 +85,53 @@ def test_class_uniform_draws_from_the_auto_labelled_images_too(ingested, tmp_pat
     fine = data.centroids[data.centroids["label_kind"] != "auto"]
     assert not fine.empty and fine["item"].lt(len(data.train) - len(auto)).all()
     with pytest.raises(ValueError, match="auto_label_centroids: run the auto_labeling pipeline"):
-        _training.select_training_data(params, "student", manifest, pixels, centroids, info, auto, labels_info)
+        _training.select_training_data(params, manifest, pixels, centroids, info, auto, labels_info, role="student")
 
 
 def test_the_teacher_cannot_learn_from_auto_labels(ingested):
     with pytest.raises(ValueError, match="only the student can train on auto-labels"):
-        _training.select_training_data({**PARAMS, "coarse_labels": "auto"}, "teacher", *ingested)
+        _training.select_training_data({**PARAMS, "coarse_labels": "auto"}, *ingested, role="teacher")
 
 
 def test_a_typo_in_the_trainer_block_is_named(ingested):
     with pytest.raises(ParameterError, match=r"teacher\.trainer\.learning_rate: unknown parameter"):
-        _training.select_training_data({**PARAMS, "trainer": {"learning_rate": 1}}, "teacher", *ingested)
+        _training.select_training_data({**PARAMS, "trainer": {"learning_rate": 1}}, *ingested, role="teacher")
 
 
-def test_variants_train_the_baselines_beside_the_student(ingested, tmp_path):
+def test_each_baseline_asked_for_trains_under_its_own_name_and_the_others_yield_a_record(ingested, tmp_path):
     from tests.models.conftest import TINY
 
-    params = {**PARAMS, "coarse_labels": "none", "variants": ["single", "human"],
+    params = {**PARAMS, "coarse_labels": "none", "variants": ["single"],
               "model": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
               "trainer": {"epochs": 1, "batch_size": 2, "crop": [32, 32], "num_workers": 0, "progress_bar": False,
                           "checkpoint_dir": str(tmp_path / "ckpt")}}
-    bundles, metrics, registry = _training.train_variants(params, "student", *ingested)
-    assert sorted(bundles) == sorted(registry) == ["human", "single"]
-    assert sorted(metrics) == ["student_human", "student_single"]  # named as the evaluation names them
-    assert bundles["single"]["model_config"]["kind"] == "single"
-    assert bundles["human"]["model_config"]["kind"] == "hmsa"
-    assert registry["single"] == {"registered_model": "m-single", "version": None}  # no MLflow run is active
-    assert sorted(p.name for p in tmp_path.glob("ckpt*")) == ["ckpt-human", "ckpt-single"]
-    assert metrics["student_human"]["epochs"] == metrics["student_single"]["epochs"] == 1
+    data = _training.select_training_data(params, *ingested, role="student_single")
+    bundle, curve, metrics = _training.train_model(params, data, role="student_single")
+    assert bundle["model_config"]["kind"] == "single" and len(curve) == 1
+    assert list(metrics) == ["student_single"] and metrics["student_single"]["epochs"] == 1  # named as the evaluation names it
+    assert _training.register_model(params, bundle, role="student_single") == {
+        "registered_model": "m-single", "version": None}  # no MLflow run is active
+    assert sorted(p.name for p in tmp_path.glob("ckpt*")) == ["ckpt-single"]
+
+    skipped = _training.select_training_data(params, *ingested, role="student_human")
+    assert "student.variants does not list 'human'" in skipped["not_trained"]
+    bundle, curve, metrics = _training.train_model(params, skipped, role="student_human")
+    assert bundle == skipped and curve.empty and metrics == {"student_human": {}}
+    record = _training.register_model(params, bundle, role="student_human")
+    assert record["version"] is None and record["registered_model"] == "m-human" and "not_trained" in record
+    assert sorted(p.name for p in tmp_path.glob("ckpt*")) == ["ckpt-single"]  # nothing trained
 
 
 def test_unknown_variant_is_named(ingested):
     with pytest.raises(ParameterError, match="student.variants"):
-        _training.train_variants({**PARAMS, "variants": ["average"]}, "student", *ingested)
+        _training.select_training_data({**PARAMS, "variants": ["average"]}, *ingested, role="student_single")
 
 
 def test_checkpoints_go_under_paths_unless_the_trainer_names_a_folder(tmp_path):
     cfg = _training.role_config(PARAMS, "student", {"checkpoints": str(tmp_path)})
     assert cfg.trainer.checkpoint_dir == str(tmp_path / "student")
-    assert cfg.variant("single").trainer.checkpoint_dir == str(tmp_path / "student-single")
+    single = _training.role_config(PARAMS, "student_single", {"checkpoints": str(tmp_path)})
+    assert single.trainer.checkpoint_dir == str(tmp_path / "student-single") and single.model.kind == "single"
     own = _training.role_config({**PARAMS, "trainer": {"checkpoint_dir": "elsewhere"}}, "student",
                                 {"checkpoints": str(tmp_path)})
     assert own.trainer.checkpoint_dir == "elsewhere"
@@ -135,6 +143,6 @@ def test_a_crop_larger_than_every_training_image_is_refused_before_training(inge
     params = {**PARAMS, "trainer": {"crop": [tallest * 8, widest]}}
     with pytest.raises(ValueError, match=rf"student\.trainer\.crop is {tallest * 8} x {widest} .*the largest is "
                                          rf"{tallest} x {widest}.* at most \[{tallest}, {widest}\]"):
-        _training.select_training_data({**params, "coarse_labels": "none"}, "student", *ingested)
-    data = _training.select_training_data({**PARAMS, "trainer": {"crop": [tallest, widest]}}, "teacher", *ingested)
+        _training.select_training_data({**params, "coarse_labels": "none"}, *ingested, role="student")
+    data = _training.select_training_data({**PARAMS, "trainer": {"crop": [tallest, widest]}}, *ingested, role="teacher")
     assert len(data.train) == 8

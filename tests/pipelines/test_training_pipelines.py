@@ -183,3 +183,30 @@ def _execute_the_notebook(project):
                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "models:/hmsa-student@champion: version" in text
     assert "hierarchical" in text and "student_explicit" in text  # the mIoU table of the evaluation run
+
+
+@pytest.mark.slow
+def test_one_baseline_trains_alone_under_its_namespace(default_run, tmp_path):
+    """`kedro run --namespaces student_single`: the single-scale baseline is trained, stored and
+    registered under its own names; no other model is touched."""
+    import shutil
+
+    from hmsa.training import checkpoint
+
+    project = shutil.copytree(default_run, tmp_path / "project", symlinks=True)
+    models = project / "data/06_models"
+    assert "not_trained" in checkpoint.load(models / "student_single.pt")  # the default run did not ask for it
+    before = {p.name: p.read_bytes() for p in models.glob("*.pt") if p.name != "student_single.pt"}
+    run(["kedro", "run", "--namespaces", "student_single", "--params", "student.variants=[single]"], project)
+    bundle = checkpoint.load(models / "student_single.pt")
+    assert bundle["model_config"]["kind"] == "single"
+    assert {p.name: p.read_bytes() for p in models.glob("*.pt") if p.name != "student_single.pt"} == before
+    registry = json.loads((models / "student_single_registry.json").read_text())
+    assert registry["registered_model"] == "hmsa-student-single" and registry["version"] == 1
+    metrics = json.loads((project / "data/08_reporting/metrics/student_single_training.json").read_text())
+    assert metrics["student_single"]["epochs"] == len(
+        pd.read_csv(project / "data/08_reporting/student_single_training_curve.csv"))
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    latest = client.search_runs([client.get_experiment_by_name("hmsa").experiment_id], order_by=["start_time DESC"])[0]
+    assert latest.info.run_name.endswith("(student_single)")
+    assert "student_single/val/mIoU" in latest.data.metrics

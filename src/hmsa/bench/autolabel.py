@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hmsa import autolabel
+from hmsa.autolabel.labelling import Job, label_images, write_outputs
+from hmsa.autolabel.refinement import Refinement
+from hmsa.autolabel.teacher import predict
 from hmsa.bench.training import default_role
 from hmsa.data import cityscapes
+from hmsa.data.images import read_image
 from hmsa.data.synthetic import SynthCitySpec, generate
 from hmsa.models import build_model
 
@@ -27,23 +30,23 @@ def run(workers: int, quick: bool = False) -> dict[str, dict]:
         root = Path(tmp) / "tree"
         generate(root, SynthCitySpec(height=size[0], width=size[1], images={"train_extra": n}), workers=workers)
         index = cityscapes.index_tree(root, {"train_extra": ["coarse"]})
-        jobs = [autolabel.Job(e.image_id, e.city, str(root / e.image_path), str(root / e.label_path)) for e in index.entries]
-        settings = autolabel.Refinement()
+        jobs = [Job(e.image_id, e.city, str(root / e.image_path), str(root / e.label_path)) for e in index.entries]
+        settings = Refinement()
         start = time.perf_counter()
-        autolabel.label_images(model, jobs, Path(tmp) / "out", settings, scales, batch_size=4, readers=1, writers=2,
-                               progress=False)
+        label_images(model, jobs, Path(tmp) / "out", settings, scales, batch_size=4, readers=1, writers=2,
+                     progress=False)
         total = time.perf_counter() - start
         # the same work split apart: teacher compute alone, then reading + writing alone
         images = torch.rand(4, 3, *size)
         start = time.perf_counter()
         for _ in range(0, n, 4):
-            autolabel.predict(model, images, scales, False)
+            predict(model, images, scales, False)
         compute = time.perf_counter() - start
         pred, conf = np.zeros(size, np.uint8), np.full(size, 0.95)
         start = time.perf_counter()
         for job in jobs:
-            autolabel.read_image(job.image)
-            autolabel.write_outputs(job, Path(tmp) / "io", pred, conf, settings)
+            read_image(job.image)
+            write_outputs(job, Path(tmp) / "io", pred, conf, settings)
         io = time.perf_counter() - start
     return {
         "autolabel_images_per_s": {

@@ -1,13 +1,20 @@
 """Photos read as 8-bit RGB, the model's input: 16-bit images converted, not clipped, and
-images over a pixel limit refused from their header, before any memory is spent on them."""
+images over a pixel limit refused from their header, before any memory is spent on them.
+PNGs are written whole or not at all, so that an interrupted run never leaves half an image."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from hmsa.fileio import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 #: the default limit on an input image's pixels (a 50-megapixel photo, 8660 x 5773); a
 #: 12000 x 12000 image would need about 6 GB at 2.0 inference scale
@@ -62,3 +69,17 @@ def to_rgb(img: Image.Image, path: str | Path = "image") -> np.ndarray:
         raise ImageError(f"{path}: a floating-point image (mode F) has no fixed range; save it as an 8- or 16-bit "
                          "PNG")
     return np.array(img.convert("RGB"))
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, setting: str = "the pixel limit") -> torch.Tensor:
+    """The image at ``path`` as the model's input: a float tensor (3, H, W) in [0, 1] (see
+    :func:`read_rgb`)."""
+    import torch  # here only: the ingestion modules that read this file's limits do not need torch
+
+    return torch.from_numpy(read_rgb(path, max_pixels, setting)).permute(2, 0, 1).float().div(255)
+
+
+def write_png_atomic(array: np.ndarray, path: str | Path) -> None:
+    """Write a PNG to a temporary file beside ``path``, then rename: never a half-written PNG."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")

@@ -155,6 +155,16 @@ class LabelSet:
         """trainIds -> the label ids this data set's official tools read."""
         return self.to_label[np.asarray(train_ids, dtype=np.uint8)]
 
+    def train_ids_of(self, names, setting: str = "class names") -> tuple[int, ...]:
+        """The trainIds of the classes ``names``; a name this set lacks is refused naming
+        ``setting``, since a class name of one data set is often not one of another's."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.class_names]
+        if unknown:
+            raise ValueError(f"{setting}: {unknown} are not classes of the {self.name} label set; "
+                             f"choose from {list(self.class_names)}")
+        return tuple(self.class_names.index(n) for n in names)
+
     def unknown_ids(self, label_ids: np.ndarray) -> list[int]:
         """The sorted label ids present in ``label_ids`` that are not in the table."""
         present = np.flatnonzero(np.bincount(np.asarray(label_ids, dtype=np.uint8).ravel(), minlength=256))

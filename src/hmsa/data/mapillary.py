@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hmsa.data import cityscapes
 from hmsa.data.images import to_rgb
 from hmsa.data.ingest import run_jobs
-from hmsa.fileio import replace_folder
+from hmsa.fileio import rebuild_stamped
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +142,6 @@ def ensure_converted(source: Path, dest: Path, spec: MapillarySpec, workers: int
     """Convert the Mapillary tree at ``source`` into ``dest`` unless ``dest`` already holds
     this conversion of these files. Returns True when it converted."""
     pairs = index_source(Path(source))
-    stamp = _fingerprint(pairs, spec)
-    dest = Path(dest)
-    try:
-        if json.loads((dest / STAMP_FILE).read_text()) == stamp:
-            log.info("Mapillary conversion at %s is up to date", dest)
-            return False
-    except (OSError, ValueError):
-        pass
-    if dest.exists() and not (dest / STAMP_FILE).is_file():
-        raise FileExistsError(f"{dest} exists but is not a Mapillary conversion (no {STAMP_FILE}); refusing to "
-                              "replace it. Point paths.mapillary at another folder, or remove this one.")
     jobs = [(split, n, image, label) for split, items in pairs.items() for n, (_, image, label) in enumerate(items)]
     start = time.perf_counter()
 
@@ -166,10 +153,13 @@ def ensure_converted(source: Path, dest: Path, spec: MapillarySpec, workers: int
             writer.writerow(["split", "image_id", "mapillary_key"])
             for split, items in pairs.items():
                 writer.writerows((split, cityscapes.image_id(CITY, n, 19), key) for n, (key, _, _) in enumerate(items))
-        (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=2, sort_keys=True) + os.linesep)
         return len(args)
 
-    count = replace_folder(dest, fill)
+    built, count = rebuild_stamped(dest, STAMP_FILE, _fingerprint(pairs, spec), fill, "a Mapillary conversion",
+                                   "paths.mapillary")
+    if not built:
+        log.info("Mapillary conversion at %s is up to date", dest)
+        return False
     log.info("Converted Mapillary Vistas: %d images (long edge %d px) in %.1f s into %s",
              count, spec.long_edge, time.perf_counter() - start, dest)
     return True

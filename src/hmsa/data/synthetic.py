@@ -26,7 +26,6 @@ auto-label quality can be measured without it ever reaching training.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hmsa.data import cityscapes
 from hmsa.data.ingest import run_jobs
 from hmsa.data.labels import LABEL_BY_NAME
-from hmsa.fileio import replace_folder
+from hmsa.fileio import is_stamped, rebuild_stamped
 
 log = logging.getLogger(__name__)
 
@@ -580,11 +579,7 @@ def _stamp(spec: SynthCitySpec) -> dict:
 
 def is_current(root: Path, spec: SynthCitySpec) -> bool:
     """True when ``root`` holds a complete SynthCity tree generated from ``spec``."""
-    stamp = Path(root) / STAMP_FILE
-    try:
-        return json.loads(stamp.read_text()) == _stamp(spec)
-    except (OSError, ValueError):
-        return False
+    return is_stamped(root, STAMP_FILE, _stamp(spec))
 
 
 def ensure_generated(root: Path, spec: SynthCitySpec, workers: int = 1) -> bool:
@@ -594,23 +589,12 @@ def ensure_generated(root: Path, spec: SynthCitySpec, workers: int = 1) -> bool:
     so an interrupted generation never leaves a half-written tree, and the previous tree
     stays until the new one is whole. Returns True when it generated.
     """
-    root = Path(root)
-    if is_current(root, spec):
+    start = time.perf_counter()
+    built, count = rebuild_stamped(root, STAMP_FILE, _stamp(spec), lambda tmp: generate(tmp, spec, workers),
+                                   "a SynthCity tree", "paths.synthcity")
+    if not built:
         log.info("SynthCity at %s is up to date", root)
         return False
-    if root.exists() and not (root / STAMP_FILE).is_file():
-        raise FileExistsError(
-            f"{root} exists but is not a SynthCity tree (no {STAMP_FILE}); refusing to replace it. "
-            "Point paths.synthcity at another folder, or remove this one."
-        )
-    start = time.perf_counter()
-
-    def fill(tmp: Path) -> int:
-        count = generate(tmp, spec, workers)
-        (tmp / STAMP_FILE).write_text(json.dumps(_stamp(spec), indent=2, sort_keys=True) + "\n")
-        return count
-
-    count = replace_folder(root, fill)
     seconds = time.perf_counter() - start
     log.info("Generated SynthCity: %d images in %.1f s (%.1f images/s) into %s",
              count, seconds, count / max(seconds, 1e-9), root)

@@ -73,6 +73,12 @@ class TrainerConfig(BaseModel):
         return self
 
 
+#: the baselines the paper compares HMSA with. single: no attention, trained at 1.0;
+#: explicit: explicit attention on model.explicit_scales; human: the same model on the
+#: human coarse labels
+VARIANTS = ("single", "explicit", "human")
+
+
 class RoleConfig(BaseModel):
     """One trained role (teacher, student): its model, trainer, data and registry name."""
 
@@ -86,10 +92,9 @@ class RoleConfig(BaseModel):
     coarse_labels: Literal["human", "none", "auto"] = "human"
     val_split: str = "val"
     registered_model_name: str = Field(..., min_length=1)
-    #: baselines trained beside this model on the same data, trunk, heads and schedule
-    #: (HMSA.md section 7): single = no attention, trained at 1.0; explicit = explicit
-    #: attention on model.explicit_scales; human = this model on the human coarse labels
-    variants: list[Literal["single", "explicit", "human"]] = Field(default_factory=list)
+    #: baselines (VARIANTS) trained beside this model on the same data, trunk, heads and
+    #: schedule, each under its own namespace (student_single, ...)
+    variants: list[Literal[VARIANTS]] = Field(default_factory=list)  # type: ignore[valid-type]
     #: what one request to the served model may ask for (logged with the model)
     serving: ServingLimits = Field(default_factory=ServingLimits)
 
@@ -105,6 +110,6 @@ class RoleConfig(BaseModel):
         elif name == "human":
             update["coarse_labels"] = "human"
         else:
-            raise ValueError(f"variants: unknown variant {name!r}; choose from single, explicit, human")
+            raise ValueError(f"variants: unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
         return self.model_copy(update=update)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +14,12 @@ import pandas as pd
 
 from hmsa.models import ModelConfig
 from hmsa.training import checkpoint, distributed
-from hmsa.training.config import TrainerConfig
+from hmsa.training.config import RoleConfig, TrainerConfig
 from hmsa.training.data import EvalDataset, Item, TrainDataset
 from hmsa.models.runtime import pick_device
 from hmsa.training.loop import TrainResult, fit, kept_result
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,3 +69,40 @@ def train(model_cfg: ModelConfig, cfg: TrainerConfig, data: TrainData, log_fn: C
         last = checkpoint.load(Path(cfg.checkpoint_dir) / "last.pt")
         return kept_result(cfg, json.loads(last["history"]))
     return _fit(0, 1, model_cfg, cfg, data, log_fn)
+
+
+class Prefixed:
+    """An ``EpochLogger`` that puts the model's name in front of every metric: one MLflow run
+    may train several models."""
+
+    def __init__(self, logger, prefix: str):  # tracking.EpochLogger: resumed() takes the prefix
+        self.logger, self.prefix = logger, prefix
+
+    @property
+    def run_id(self) -> str | None:
+        return self.logger.run_id
+
+    def __call__(self, metrics: dict, step: int) -> None:
+        self.logger({f"{self.prefix}/{k}": v for k, v in metrics.items()}, step)
+
+    def resumed(self, previous_run_id: str | None) -> None:
+        self.logger.resumed(previous_run_id, self.prefix)
+
+
+def train_bundle(cfg: RoleConfig, name: str, data: TrainData, logger=None) -> tuple[dict, pd.DataFrame, dict]:
+    """Train model ``name``; return the kept weights as a bundle (``trainer.keep``), the
+    training curve, and the headline figures DVC compares across experiments. ``logger``
+    (an MLflow ``tracking.EpochLogger`` or None) gets each epoch's metrics, prefixed with ``name``."""
+    result = train(cfg.model, cfg.trainer, data, Prefixed(logger, name) if logger else None)
+    curve = pd.DataFrame(result.history)
+    bundle = {"model_config": result.model_config, "state_dict": result.state_dict,
+              "best_miou": result.best_miou, "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch}
+    kept = float(curve.loc[curve["epoch"] == result.kept_epoch, "val_miou"].iloc[0])
+    # every epoch's figures are in the curve; no val mIoU without a val split: left out, as JSON has no NaN
+    metrics = {"kept_epoch": result.kept_epoch, "epochs": len(result.history),
+               "train_seconds": round(float(curve["seconds"].sum()), 1)}
+    if math.isfinite(kept):
+        metrics["val_miou"] = round(kept, 6)
+    log.info("%s: best val mIoU %.4f at epoch %d, weights of epoch %d kept (trainer.keep: %s), %.0f s", name,
+             result.best_miou, result.best_epoch, result.kept_epoch, cfg.trainer.keep, metrics["train_seconds"])
+    return bundle, curve, metrics

@@ -2,15 +2,22 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from hmsa.pipelines._namespaces import reading_namespaces
+
 from . import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Teacher + coarse images -> auto-label PNGs, their manifest and class centroids, and the quality report."""
+    with reading_namespaces():
+        return _pipeline()
+
+
+def _pipeline() -> Pipeline:
     return Pipeline([
-        Node(nodes.label_thresholds, ["params:auto_labeling", "teacher_model", "image_manifest", "raw_data_info"],
+        Node(nodes.label_thresholds, ["params:auto_labeling", "teacher.model", "image_manifest", "raw_data_info"],
              "auto_label_thresholds", name="label_thresholds"),
-        Node(nodes.auto_label, ["params:auto_labeling", "teacher_model", "image_manifest", "raw_data_info", "params:paths",
+        Node(nodes.auto_label, ["params:auto_labeling", "teacher.model", "image_manifest", "raw_data_info", "params:paths",
                                 "auto_label_thresholds"],
              ["auto_label_manifest", "auto_labels_info"], name="auto_label"),
         Node(nodes.label_centroids, ["auto_label_manifest", "auto_labels_info", "raw_data_info", "params:data"],

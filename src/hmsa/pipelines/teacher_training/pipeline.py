@@ -1,4 +1,4 @@
-"""The teacher_training pipeline."""
+"""The teacher_training pipeline: the training template under namespace ``teacher``."""
 
 from kedro.pipeline import Pipeline
 
