@@ -27,7 +27,7 @@ bench: setup  ## benchmarks -> data/08_reporting/benchmarks.json
 	$(BIN)/python -m hmsa.bench
 
 claims: setup  ## the paper's claims over 3 seeds (conf/claims) -> data/claims/08_reporting/claims/
-	$(BIN)/python -m hmsa.claims --seeds 0 1 2
+	$(BIN)/python -m hmsa.commands.claims --seeds 0 1 2
 
 mlflow-ui: setup  ## browse runs and models: kedro-mlflow's UI on the store of mlflow.yml (or $MLFLOW_TRACKING_URI), port 5000
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro mlflow ui $(if $(ENV),--env $(ENV))
@@ -38,10 +38,10 @@ viz: setup  ## the pipelines as a static Kedro-Viz site in build/ (namespaces as
 repro: setup  ## reproduce the DVC pipeline (dvc.yaml) with the project's venv on PATH
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-pull: setup  ## restore every output of dvc.lock from the team's DVC remote (checked first: hmsa.remote)
-	$(BIN)/python -m hmsa.remote
+pull: setup  ## restore every output of dvc.lock from the team's DVC remote (checked first: hmsa.mlops.remote)
+	$(BIN)/python -m hmsa.mlops.remote
 	$(BIN)/dvc pull
 
-push: setup  ## share this clone's outputs on the team's DVC remote (checked first: hmsa.remote)
-	$(BIN)/python -m hmsa.remote
+push: setup  ## share this clone's outputs on the team's DVC remote (checked first: hmsa.mlops.remote)
+	$(BIN)/python -m hmsa.mlops.remote
 	$(BIN)/dvc push

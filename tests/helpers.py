@@ -239,7 +239,7 @@ def tiny_logged_model(tmp_path: Path, monkeypatch, name: str = "hmsa-test", limi
     import torch
 
     from hmsa.models import ModelConfig, build_model
-    from hmsa.tracking import log_and_register
+    from hmsa.mlops.tracking import log_and_register
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):

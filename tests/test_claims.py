@@ -8,9 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hmsa import claims
-
-
+from hmsa.commands import claims
 def _table(student_hier, student_avg, single_1, single_avg, human, explicit):
     rows = [("student", "hierarchical/0.5-1.0-2.0", student_hier), ("student", "average/0.5-1.0-2.0", student_avg),
             ("student_single", "single/1.0", single_1), ("student_single", "average/0.5-1.0-2.0", single_avg),
@@ -151,7 +149,7 @@ def test_claims_runner_over_two_seeds(tmp_path):
         {"data": {"synthetic": {"images": {"train_extra": 4}}}}))
     (claims_conf / "parameters_evaluation.yml").write_text(yaml.safe_dump(
         {"evaluation": {"flip": [False], "scale_sets": [[1.0], [0.5, 1.0, 2.0]], "progress_bar": False}}))
-    proc = run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4"], project, timeout=1200)
+    proc = run([sys.executable, "-m", "hmsa.commands.claims", "--seeds", "3", "4"], project, timeout=1200)
     out = project / "data/claims/08_reporting/claims"
     assert sorted(p.name for p in out.glob("seed_*.csv")) == ["seed_3.csv", "seed_4.csv"]
     summary = pd.read_csv(out / "claims.csv")
@@ -164,22 +162,22 @@ def test_claims_runner_over_two_seeds(tmp_path):
     timings = json.loads((out / "timings.json").read_text())
     assert timings["3"]["whole_chain"] and not timings["4"]["whole_chain"]
     assert (project / "data/claims/06_models/checkpoints/seed_4/student-explicit/last.pt").is_file()
-    again = subprocess.run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4", "--report-only"], cwd=project,
+    again = subprocess.run([sys.executable, "-m", "hmsa.commands.claims", "--seeds", "3", "4", "--report-only"], cwd=project,
                            capture_output=True, text=True)
     assert again.returncode == 0 and "claims over seeds [3, 4]" in again.stdout
     # seeds already run are kept, not run again
-    kept = run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4"], project)
+    kept = run([sys.executable, "-m", "hmsa.commands.claims", "--seeds", "3", "4"], project)
     assert "seed 3: kept from an earlier run" in kept.stdout and "kedro run" not in kept.stdout
     # a changed setup (here a parameter of the environment) makes the kept tables stale
     (claims_conf / "parameters_evaluation.yml").write_text(yaml.safe_dump(
         {"evaluation": {"flip": [False], "scale_sets": [[1.0], [0.5, 1.0, 2.0]], "progress_bar": True}}))
-    stale = subprocess.run([sys.executable, "-m", "hmsa.claims", "--seeds", "3", "4", "--report-only"], cwd=project,
+    stale = subprocess.run([sys.executable, "-m", "hmsa.commands.claims", "--seeds", "3", "4", "--report-only"], cwd=project,
                            capture_output=True, text=True)
     assert stale.returncode == 1 and "left out seeds [3, 4]" in stale.stderr
     # ... and running it again reruns the students and the evaluation, not the teacher: its own setup is unchanged
     teacher_file = project / "data/claims/06_models/teacher.pt"
     teacher_bytes = teacher_file.read_bytes()
-    rerun = run([sys.executable, "-m", "hmsa.claims", "--seeds", "3"], project, timeout=1200)
+    rerun = run([sys.executable, "-m", "hmsa.commands.claims", "--seeds", "3"], project, timeout=1200)
     assert "seed 3: its table came from another setup" in rerun.stdout
     assert "the teacher and its auto-labels are kept" in rerun.stdout
     assert "--pipelines student_training,evaluation" in rerun.stdout

@@ -1,6 +1,6 @@
 import pytest
 
-from hmsa.config import ParameterError, check_parameters, parameter_blocks, parse_params
+from hmsa.project.config import ParameterError, check_parameters, parameter_blocks, parse_params
 from hmsa.data.config import DataConfig
 
 
@@ -84,7 +84,7 @@ def _merge(base: dict, change: dict) -> dict:
 def test_a_bad_value_is_named_with_the_file_that_set_it(tmp_path):
     """conf/local overrides conf/base: the error names the file the bad value came from
     (or --params), not the base file that holds the default."""
-    from hmsa.config import setting_source
+    from hmsa.project.config import setting_source
     from tests.helpers import copy_project
 
     project = copy_project(tmp_path / "project")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
-from hmsa import fileio
-from hmsa.datasets import (
+from hmsa.io import files as fileio
+from hmsa.project.datasets import (
     CSVDataset,
     JSONDataset,
     ModelBundleDataset,
@@ -75,7 +75,7 @@ def test_a_failed_save_leaves_the_previous_folder(tmp_path, monkeypatch):
             raise OSError("No space left on device")
         return real(path, half)
 
-    monkeypatch.setattr("hmsa.datasets.replace_folder", interrupted)
+    monkeypatch.setattr("hmsa.project.datasets.replace_folder", interrupted)
     with pytest.raises(DatasetError, match="No space"):  # Kedro wraps the OSError
         data.save(good | {"city/y": np.ones((2, 2), np.uint8)})
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
@@ -117,7 +117,7 @@ def test_mlflow_artifact_datasets_log_the_whole_file(tmp_path):
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        data = MlflowArtifactDataset(dataset={"type": "hmsa.datasets.JSONDataset",
+        data = MlflowArtifactDataset(dataset={"type": "hmsa.project.datasets.JSONDataset",
                                               "filepath": str(tmp_path / "out" / "r.json")})
         with mlflow.start_run() as run:
             data.save({"miou": 0.5})

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from hmsa import provenance
-from hmsa.hooks import TAG_DVC_EXPERIMENT, TAG_GIT_COMMIT, TAG_RAW_DATA_HASH
+from hmsa.mlops import provenance
+from hmsa.project.hooks import TAG_DVC_EXPERIMENT, TAG_GIT_COMMIT, TAG_RAW_DATA_HASH
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import DAV_PASSWORD, DAV_USER, copy_project, free_port, run, tiny_parameters, tiny_training, \
     webdav_server
@@ -161,7 +161,7 @@ def _share_through_a_team_remote(project: Path, tmp_path: Path) -> None:
     # missing-cache error; the check says it in words
     unset = run(["dvc", "pull"], clone, check=False)
     assert unset.returncode != 0 and "docs/team-remote.md" in unset.stderr and "issing cache" not in unset.stderr
-    unset = run(["python", "-m", "hmsa.remote"], clone, check=False)
+    unset = run(["python", "-m", "hmsa.mlops.remote"], clone, check=False)
     assert unset.returncode == 2 and "DVC remote 'team' is not set up in this clone" in unset.stderr
     assert "dvc remote modify --local team url <url>" in unset.stderr
     assert (clone / "docs/team-remote.md").read_bytes() == (PROJECT_ROOT / "docs/team-remote.md").read_bytes()
@@ -171,7 +171,7 @@ def _share_through_a_team_remote(project: Path, tmp_path: Path) -> None:
             run(["dvc", "remote", "modify", "--local", "team", "url", url], repo)
             run(["dvc", "remote", "modify", "--local", "team", "user", DAV_USER], repo)
             run(["dvc", "remote", "modify", "--local", "team", "password", DAV_PASSWORD], repo)
-        assert "DVC remote ok" in run(["python", "-m", "hmsa.remote"], project).stdout
+        assert "DVC remote ok" in run(["python", "-m", "hmsa.mlops.remote"], project).stdout
         run(["dvc", "push"], project)
         assert len(list((tmp_path / "dav" / "hmsa").rglob("*"))) > 20
         assert DAV_PASSWORD not in (project / ".dvc" / "config").read_text()  # credentials stay local
@@ -190,7 +190,7 @@ def _share_through_a_team_remote(project: Path, tmp_path: Path) -> None:
 
     # the server gone: the check names the remote and what to do; nothing is lost
     run(["dvc", "remote", "modify", "--local", "team", "url", f"webdav://127.0.0.1:{free_port()}/hmsa"], clone)
-    down = run(["python", "-m", "hmsa.remote"], clone, check=False)
+    down = run(["python", "-m", "hmsa.mlops.remote"], clone, check=False)
     assert down.returncode == 2 and "DVC remote 'team' (webdav://127.0.0.1:" in down.stderr
     assert "cannot be used" in down.stderr and "dvc remote modify --local team url" in down.stderr
     push = run(["dvc", "push"], clone, check=False)
@@ -265,7 +265,7 @@ def test_every_key_set_as_dvc_exp_run_sets_it_reaches_kedro(tmp_path):
     (hydra overrides), is the value Kedro hands the nodes."""
     from dvc.utils.hydra import apply_overrides
 
-    from hmsa.config import project_conf
+    from hmsa.project.config import project_conf
 
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf")
     expected = {}

@@ -113,7 +113,7 @@ def test_mapillary_environment_refuses_the_teacher_before_it_starts(tmp_path):
 def test_each_environment_registers_its_models_under_its_own_names():
     """One ``champion`` alias per registered model: models trained on other data (another
     environment) never compete for it."""
-    from hmsa.config import project_conf
+    from hmsa.project.config import project_conf
     from hmsa.training.config import RoleConfig
     from tests.conftest import PROJECT_ROOT
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from hmsa.fileio import DiskFullError, OutsideRootError, atomic_path, under
+from hmsa.io.files import DiskFullError, OutsideRootError, atomic_path, under
 
 
 def test_a_failing_writer_leaves_the_previous_file(tmp_path):
@@ -48,7 +48,7 @@ def test_manifest_paths_stay_inside_their_root(tmp_path):
 
 
 def test_a_stamped_folder_is_rebuilt_only_when_its_stamp_changes_and_a_foreign_one_is_refused(tmp_path):
-    from hmsa.fileio import is_stamped, rebuild_stamped
+    from hmsa.io.files import is_stamped, rebuild_stamped
 
     root, calls = tmp_path / "tree", []
 

@@ -2,7 +2,7 @@
 
 from kedro.framework.project import configure_project
 
-from hmsa import pipeline_picture
+from hmsa.commands import pipeline_picture
 from hmsa.pipeline_registry import STAGES, register_pipelines
 
 

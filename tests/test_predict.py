@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hmsa import predict
+from hmsa.commands import predict
 from hmsa.data.labels import CITYSCAPES
 from hmsa.models import ModelConfig, build_model
 from hmsa.training import checkpoint
@@ -110,7 +110,7 @@ def test_a_registered_model_without_the_alias_is_named_with_the_aliases_it_has(m
     names; before an evaluation has set it, the error says which aliases exist and what to do."""
     import mlflow
 
-    from hmsa.tracking import log_and_register
+    from hmsa.mlops.tracking import log_and_register
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()

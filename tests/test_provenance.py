@@ -1,6 +1,6 @@
 import subprocess
 
-from hmsa import provenance
+from hmsa.mlops import provenance
 from tests.helpers import run
 
 

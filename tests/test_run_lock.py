@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hmsa.hooks import RUN_LOCK
+from hmsa.project.hooks import RUN_LOCK
 from tests.helpers import run, tiny_project
 
 

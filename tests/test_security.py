@@ -106,7 +106,8 @@ def test_a_model_from_a_shared_store_never_runs_pickled_code(tmp_path, monkeypat
     import yaml
     from PIL import Image
 
-    from hmsa import predict, tracking
+    from hmsa.commands import predict
+    from hmsa.mlops import tracking
     from hmsa.autolabel.config import AutoLabelConfig
     from hmsa.autolabel.teacher import load_teacher
     from hmsa.data.labels import label_set

@@ -39,8 +39,7 @@ def test_hmsa_serve_answers_like_mlflow_and_refuses_a_large_body_before_reading_
 
 
 def test_hmsa_serve_names_a_model_that_is_not_there(tmp_path, monkeypatch, capsys):
-    from hmsa import predict
-
+    from hmsa.commands import predict
     tiny_logged_model(tmp_path, monkeypatch, "hmsa-student")
     assert predict.main(["serve", "--tracking-uri", mlflow.get_tracking_uri()]) == 2
     err = capsys.readouterr().err

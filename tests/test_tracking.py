@@ -3,7 +3,7 @@
 import mlflow
 import pytest
 
-from hmsa.tracking import EpochLogger, StoreError, check_store, without_credentials
+from hmsa.mlops.tracking import EpochLogger, StoreError, check_store, without_credentials
 
 
 def test_a_store_that_is_not_a_database_is_named_with_what_to_do(tmp_path):
@@ -43,7 +43,7 @@ def test_a_tracking_server_that_answers_passes(tmp_path):
 def test_the_store_check_closes_its_connection(tmp_path, monkeypatch):
     import sqlite3
 
-    import hmsa.tracking
+    import hmsa.mlops.tracking
 
     opened, connect = [], sqlite3.connect
 
@@ -60,7 +60,7 @@ def test_the_store_check_closes_its_connection(tmp_path, monkeypatch):
             self.db.close()
 
     sqlite3.connect(tmp_path / "real.db").close()
-    monkeypatch.setattr(hmsa.tracking.sqlite3, "connect", Recorded)
+    monkeypatch.setattr(hmsa.mlops.tracking.sqlite3, "connect", Recorded)
     check_store("sqlite:///real.db", tmp_path)
     assert len(opened) == 1 and opened[0].closed
 
@@ -95,7 +95,7 @@ def test_runs_left_running_by_a_dead_process_are_marked_killed(tmp_path):
     import subprocess
     import sys
 
-    from hmsa.tracking import TAG_HOST, TAG_PID, claim_run
+    from hmsa.mlops.tracking import TAG_HOST, TAG_PID, claim_run
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("hmsa")
@@ -131,8 +131,8 @@ def test_a_logged_model_loads_quietly_and_predicts_as_the_network(tmp_path, monk
     import torch
 
     from hmsa.models import ModelConfig, build_model
-    from hmsa.serving import predict_labels
-    from hmsa.tracking import log_and_register
+    from hmsa.mlops.serving import predict_labels
+    from hmsa.mlops.tracking import log_and_register
     from tests.models.conftest import TINY
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -172,7 +172,7 @@ def test_every_command_reads_the_tracking_uri_as_kedro_run_does(tmp_path, monkey
     sqlite store, made absolute against the project), conf/<env> over conf/base."""
     import shutil
 
-    from hmsa.tracking import champion_uri, tracking_uri
+    from hmsa.mlops.tracking import champion_uri, tracking_uri
     from tests.conftest import PROJECT_ROOT
 
     project = tmp_path / "project"
@@ -203,7 +203,7 @@ def test_an_unreachable_tracking_server_is_named_without_its_credentials(tmp_pat
 def test_an_experiment_dvc_runs_in_a_copy_logs_to_the_store_of_the_repository_it_came_from(tmp_path):
     """Queued and --temp `dvc exp run`s run in a copy that DVC deletes afterwards: a relative
     embedded store there would take the runs with it."""
-    from hmsa.tracking import parent_store
+    from hmsa.mlops.tracking import parent_store
 
     repo, copy = tmp_path / "repo", tmp_path / "copy"
     repo.mkdir()

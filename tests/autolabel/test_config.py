@@ -3,7 +3,7 @@
 import pytest
 
 from hmsa.autolabel.config import AutoLabelConfig
-from hmsa.config import ParameterError, parse_params
+from hmsa.project.config import ParameterError, parse_params
 from hmsa.data.labels import label_set
 
 from .conftest import BUS, TRAIN, TRUCK

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hmsa.data.images import ImageError, read_rgb, write_png_atomic
-from hmsa.fileio import DiskFullError
+from hmsa.io.images import ImageError, read_rgb, write_png_atomic
+from hmsa.io.files import DiskFullError
 
 
 def png_header_only(path, width: int, height: int) -> None:

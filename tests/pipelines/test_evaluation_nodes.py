@@ -9,10 +9,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from hmsa.config import ParameterError
+from hmsa.project.config import ParameterError
 from hmsa.data import cityscapes
 from hmsa.data.labels import CITYSCAPES, TRAIN_CLASS_NAMES
-from hmsa.datasets import PngFolderDataset
+from hmsa.project.datasets import PngFolderDataset
 from hmsa.evaluation.__main__ import summary_table
 from hmsa.models import ModelConfig, build_model
 from hmsa.pipelines.evaluation import nodes

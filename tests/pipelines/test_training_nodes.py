@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hmsa.config import ParameterError
+from hmsa.project.config import ParameterError
 from hmsa.pipelines import _training
 from hmsa.pipelines.data_ingestion import nodes as ingestion
 
@@ -146,3 +146,36 @@ def test_a_crop_larger_than_every_training_image_is_refused_before_training(inge
         _training.select_training_data({**params, "coarse_labels": "none"}, *ingested, role="student")
     data = _training.select_training_data({**PARAMS, "trainer": {"crop": [tallest, widest]}}, *ingested, role="teacher")
     assert len(data.train) == 8
+
+
+def test_the_training_template_runs_sliced_on_an_in_memory_catalog(ingested, tmp_path):
+    """As spaceflights tests its pipelines: the namespaced template, run by Kedro's runner on
+    MemoryDatasets; a baseline's namespace trains its own kind and leaves the others alone."""
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+
+    from hmsa.pipelines._training import training_pipeline
+    from tests.models.conftest import TINY
+
+    manifest, pixels, centroids, info = ingested
+    params = {**PARAMS, "coarse_labels": "none", "variants": ["single"],
+              "model": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
+              "trainer": {"epochs": 1, "batch_size": 2, "crop": [32, 32], "num_workers": 0, "progress_bar": False}}
+    data = {"image_manifest": manifest, "class_pixel_counts": pixels, "class_centroids": centroids,
+            # the student's namespaces read the auto-labels too; coarse_labels: none leaves them unused
+            "raw_data_info": info, "auto_label_manifest": manifest.head(0), "auto_labels_info": {"root": str(tmp_path)},
+            "auto_label_centroids": centroids.head(0),
+            "params:student": params, "params:paths": {"checkpoints": str(tmp_path)}}
+    pipe = training_pipeline("student_single") + training_pipeline("student_human")
+    catalog = DataCatalog({name: MemoryDataset(value) for name, value in data.items()})
+    outputs = SequentialRunner().run(pipe, catalog)  # what no node reads: registries, curves, metrics
+    free = {name: (value.load() if hasattr(value, "load") else value) for name, value in outputs.items()}
+    assert {n.namespace for n in pipe.nodes} == {"student_single", "student_human"}
+    assert free["student_single.registry"] == {"registered_model": "m-single", "version": None}
+    assert free["student_single.training_metrics"]["student_single"]["epochs"] == 1
+    assert len(free["student_single.training_curve"]) == 1
+    assert "not_trained" in free["student_human.registry"] and free["student_human.training_curve"].empty
+    from hmsa.training import checkpoint
+
+    assert checkpoint.load(tmp_path / "student-single" / "best.pt")["model_config"]["kind"] == "single"
+    assert not (tmp_path / "student-human").exists()  # not trained: no checkpoints

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hmsa.serving import ModelMismatchError, model_from_bundle
+from hmsa.models.bundle import ModelMismatchError, model_from_bundle
 from hmsa.training import checkpoint
 
 

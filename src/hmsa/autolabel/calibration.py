@@ -16,7 +16,7 @@ from hmsa.autolabel.refinement import (class_thresholds, confidence_to_u8, fixed
 from hmsa.autolabel.teacher import load_teacher, predict, teacher_runtime
 from hmsa.data.labels import IGNORE_INDEX, LabelSet
 from hmsa.evaluation.grid import batches_of
-from hmsa.models.runtime import Runtime
+from hmsa.runtime.device import Runtime
 from hmsa.training.data import EvalDataset, items_from_manifest
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ class AutoLabelConfig(BaseModel):
     readers: int = Field(1, ge=0)
     writers: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: inference precision and memory layout: auto follows hmsa.models.runtime's rule
+    #: inference precision and memory layout: auto follows hmsa.runtime.device's rule
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     sweep_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])

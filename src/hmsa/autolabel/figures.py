@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from hmsa.data.labels import LabelSet
-from hmsa.fileio import under
+from hmsa.io.files import under
 
 
 def threshold_sweep(sweep: pd.DataFrame, threshold: float) -> Figure:

@@ -32,12 +32,11 @@ from tqdm import tqdm
 from hmsa.autolabel.config import AutoLabelConfig
 from hmsa.autolabel.refinement import Refinement, confidence_to_u8, hard_labels, refine
 from hmsa.autolabel.teacher import load_teacher, predict, teacher_runtime
-from hmsa.data.images import read_image, write_png_atomic
+from hmsa.io.images import read_image, write_png_atomic
 from hmsa.data.labels import LabelSet
-from hmsa.fileio import atomic_path, remove_stale_temps, under
-from hmsa.models.runtime import Runtime
-from hmsa.training import distributed
-
+from hmsa.io.files import atomic_path, remove_stale_temps, under
+from hmsa.runtime.device import Runtime
+from hmsa.runtime import distributed
 log = logging.getLogger(__name__)
 
 SUFFIXES = {"label": "_autoLabelTrainIds.png", "confidence": "_autoConfidence.png", "prediction": "_autoPredTrainIds.png"}

@@ -13,7 +13,7 @@ from PIL import Image
 
 from hmsa.data import ingest
 from hmsa.data.labels import IGNORE_INDEX, LabelSet
-from hmsa.fileio import under
+from hmsa.io.files import under
 
 log = logging.getLogger(__name__)
 

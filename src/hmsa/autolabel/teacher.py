@@ -10,10 +10,9 @@ import torch
 
 from hmsa.autolabel.config import AutoLabelConfig
 from hmsa.data.labels import LabelSet
-from hmsa.models.runtime import Runtime, runtime
-from hmsa.serving import model_from_bundle
-from hmsa.training import distributed
-
+from hmsa.runtime.device import Runtime, runtime
+from hmsa.models.bundle import model_from_bundle
+from hmsa.runtime import distributed
 log = logging.getLogger(__name__)
 
 
@@ -30,7 +29,7 @@ def load_teacher(cfg: AutoLabelConfig, bundle: dict, labels: LabelSet) -> torch.
     if cfg.teacher == "catalog":
         model = model_from_bundle(bundle, "teacher.model (data/06_models/teacher.pt)")
     else:
-        from hmsa.tracking import load_segmenter
+        from hmsa.mlops.tracking import load_segmenter
 
         log.info("Loading the teacher from %s", cfg.teacher)
         model = load_segmenter(cfg.teacher)

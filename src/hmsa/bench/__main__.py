@@ -7,9 +7,9 @@ import json
 import platform
 from pathlib import Path
 
-from hmsa.fileio import atomic_path
+from hmsa.io.files import atomic_path
 from hmsa.bench import autolabel, data, evaluation, models, training
-from hmsa.data.ingest import default_workers
+from hmsa.runtime.jobs import default_workers
 
 SUITES = {"autolabel": autolabel.run, "data": data.run, "evaluation": evaluation.run, "models": models.run,
           "training": training.run}

@@ -14,7 +14,7 @@ from hmsa.autolabel.refinement import Refinement
 from hmsa.autolabel.teacher import predict
 from hmsa.bench.training import default_role
 from hmsa.data import cityscapes
-from hmsa.data.images import read_image
+from hmsa.io.images import read_image
 from hmsa.data.synthetic import SynthCitySpec, generate
 from hmsa.models import build_model
 

@@ -14,7 +14,7 @@ from hmsa.models import ModelConfig, build_model
 from hmsa.models.fusion import Fused, ScaleOutput
 from hmsa.models.loss import SegmentationLoss
 from hmsa.training.config import RoleConfig
-from hmsa.models.runtime import cpu_has_native_bf16, uses_channels_last
+from hmsa.runtime.device import cpu_has_native_bf16, uses_channels_last
 from hmsa.training.loop import fit, poly_lambda, recomputes_loss
 
 DEFAULT_PARAMS = Path("conf/base/parameters_teacher_training.yml")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hmsa.config import PathsConfig
 from hmsa.data.cityscapes import LABEL_KINDS
-from hmsa.data.images import MAX_IMAGE_PIXELS
+from hmsa.io.images import MAX_IMAGE_PIXELS
 from hmsa.data.mapillary import MapillarySpec
 from hmsa.data.synthetic import SynthCitySpec
+
+if TYPE_CHECKING:  # the paths block is the Kedro project's; only its folders are read here
+    from hmsa.project.config import PathsConfig
 
 
 class DataConfig(BaseModel):

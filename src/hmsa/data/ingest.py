@@ -10,7 +10,6 @@ back from the workers, so a tree of any size streams through in constant memory.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -22,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from hmsa.data.cityscapes import FileProblem, IndexEntry, TreeIndex
-from hmsa.data.images import MAX_IMAGE_PIXELS
+from hmsa.io.images import MAX_IMAGE_PIXELS
 from hmsa.data.labels import CITYSCAPES, IGNORE_INDEX, NUM_CLASSES, LabelSet, label_set
 
 log = logging.getLogger(__name__)
@@ -270,19 +269,3 @@ def apply_bad_file_policy(
             result.problems,
         )
     return result, skipped
-
-
-def run_jobs(fn, jobs: list, workers: int = 1) -> list:
-    """``[fn(job) for job in jobs]``, in ``workers`` processes when there is more than one."""
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
-    return [fn(job) for job in jobs]
-
-
-def default_workers() -> int:
-    """The number of CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)

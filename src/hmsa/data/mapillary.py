@@ -31,9 +31,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from hmsa.data import cityscapes
-from hmsa.data.images import to_rgb
-from hmsa.data.ingest import run_jobs
-from hmsa.fileio import rebuild_stamped
+from hmsa.io.images import to_rgb
+from hmsa.runtime.jobs import run_jobs
+from hmsa.io.files import rebuild_stamped
 
 log = logging.getLogger(__name__)
 

@@ -49,3 +49,30 @@ def plot_class_frequency(frequency: pd.DataFrame) -> plt.Figure:
     fig.suptitle("Class frequency")
     fig.tight_layout()
     return fig
+
+
+def ingestion_metrics(image_manifest: pd.DataFrame, skipped_files: pd.DataFrame,
+                      class_frequency: pd.DataFrame) -> tuple[dict, dict]:
+    """The headline for DVC's metrics file (images per split, skipped files), and for MLflow
+    those figures with each split's labelled fraction and class shares (the whole table is
+    class_frequency.csv), in kedro-mlflow's metrics-history form."""
+    images = image_manifest.groupby("split")["image_id"].nunique()
+    labelled = image_manifest.groupby(["split", "label_kind"])["labelled_fraction"].mean()
+    headline = {"images": {split: int(n) for split, n in images.items()}, "skipped_files": int(len(skipped_files))}
+    share = {
+        f"{split}_{kind}": dict(zip(group["class_name"], group["share"].round(6)))
+        for (split, kind), group in class_frequency.groupby(["split", "label_kind"])
+    }
+    every = {**headline, "labelled_fraction": {f"{s}_{k}": round(float(v), 6) for (s, k), v in labelled.items()},
+             "class_share": share}
+    flat: dict[str, dict[str, float]] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}/{key}" if prefix else str(key), sub)
+        else:
+            flat[prefix.replace(" ", "_")] = {"value": float(value), "step": 0}
+
+    walk("", every)
+    return headline, flat

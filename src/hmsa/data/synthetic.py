@@ -36,9 +36,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hmsa.data import cityscapes
-from hmsa.data.ingest import run_jobs
+from hmsa.runtime.jobs import run_jobs
 from hmsa.data.labels import LABEL_BY_NAME
-from hmsa.fileio import is_stamped, rebuild_stamped
+from hmsa.io.files import is_stamped, rebuild_stamped
 
 log = logging.getLogger(__name__)
 
@@ -360,12 +360,35 @@ class Scene:
 
 def render_scene(rng: np.random.Generator, height: int, width: int, zoom: float = 1.0) -> Scene:
     """Draw one street scene of ``height`` x ``width`` pixels through a camera of focal length
-    ``zoom`` (1: the default view). Deterministic for a given generator state."""
+    ``zoom`` (1: the default view). Deterministic for a given generator state: the parts below
+    draw from ``rng`` in a fixed order."""
     out_h, out_w = height, width
     height, width = round(out_h * zoom), round(out_w * zoom)  # the whole view, cropped at the end
     st = _Street(height, width, horizon=height * rng.uniform(0.36, 0.48), vp_x=width * rng.uniform(0.35, 0.65))
     canvas = _Canvas(height, width)
-    # sky: a vertical gradient with soft clouds, painted through the colour image later
+    road_l, road_r, ground_rgb = _draw_sky_and_road(canvas, rng, st)
+    sides = {}
+    for side, road_u in ((-1, road_l), (1, road_r)):
+        walk = rng.uniform(0.12, 0.35)
+        terrain = rng.uniform(0.04, 0.12) if rng.random() < 0.35 else 0.0
+        sides[side] = _draw_side(canvas, rng, st, side, road_u, (walk, terrain, ground_rgb))
+    # the far end of the street: a frontal block across the vanishing point
+    far = 0.05
+    block_l, block_r = road_l - 0.8, road_r + 0.8
+    canvas.poly([st.ground(far, block_l), st.ground(far, block_r), st.up(far, block_r, 3.0), st.up(far, block_l, 3.0)],
+                "building", _jitter(rng, _FACADE_PALETTE[rng.integers(len(_FACADE_PALETTE))], 0.1))
+    for s, kind, u in _street_objects(rng, road_l, road_r, sides):  # far to near: near ones occlude far ones
+        if kind in ("car", "bus", "truck"):
+            _draw_vehicle(canvas, rng, st, kind, s, u)
+        else:
+            {"pole": _draw_pole, "person": _draw_person, "tree": _draw_tree}[kind](canvas, rng, st, s, u)
+    return _framed(canvas, rng, (height, width), (out_h, out_w))
+
+
+def _draw_sky_and_road(canvas: _Canvas, rng: np.random.Generator, st: _Street) -> tuple[float, float, np.ndarray]:
+    """The sky (a gradient, through the colour image), the road and its dashed lane marking;
+    returns the road's left and right edges and the ground colour."""
+    height, width = canvas.height, canvas.width
     canvas.shapes.append(_Shape(_ID["sky"], [(0, 0), (width, 0), (width, st.horizon), (0, st.horizon)]))
     sky_top, sky_low = _jitter(rng, (95, 140, 200), 0.1), _jitter(rng, (185, 205, 225), 0.06)
     ramp = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
@@ -383,18 +406,13 @@ def render_scene(rng: np.random.Generator, height: int, width: int, zoom: float 
         s0, s1 = 1.0 / (z + 0.8), 1.0 / z
         canvas.poly([st.ground(s0, lane_u - 0.006), st.ground(s1, lane_u - 0.006),
                      st.ground(s1, lane_u + 0.006), st.ground(s0, lane_u + 0.006)], None, (215, 215, 205))
-    sides = {}
-    for side, road_u in ((-1, road_l), (1, road_r)):
-        walk = rng.uniform(0.12, 0.35)
-        terrain = rng.uniform(0.04, 0.12) if rng.random() < 0.35 else 0.0
-        sides[side] = _draw_side(canvas, rng, st, side, road_u, (walk, terrain, ground_rgb))
-    # the far end of the street: a frontal block across the vanishing point
-    far = 0.05
-    block_l, block_r = road_l - 0.8, road_r + 0.8
-    canvas.poly([st.ground(far, block_l), st.ground(far, block_r), st.up(far, block_r, 3.0), st.up(far, block_l, 3.0)],
-                "building", _jitter(rng, _FACADE_PALETTE[rng.integers(len(_FACADE_PALETTE))], 0.1))
+    return road_l, road_r, ground_rgb
 
-    # objects, far to near so that near ones occlude far ones
+
+def _street_objects(rng: np.random.Generator, road_l: float, road_r: float,
+                    sides: dict[int, tuple[float, float]]) -> list[tuple[float, str, float]]:
+    """Vehicles on the road and poles, people and trees on each side, as (depth, kind, lateral
+    position), sorted far to near."""
     objects: list[tuple[float, str, float]] = []
     for _ in range(rng.integers(2, 8)):
         objects.append((rng.uniform(0.08, 1.0), "car", rng.uniform(road_l + 0.02, road_r - 0.24)))
@@ -410,24 +428,19 @@ def render_scene(rng: np.random.Generator, height: int, width: int, zoom: float 
         for _ in range(rng.integers(0, 3)):
             objects.append((rng.uniform(0.1, 0.9), "tree", walk_mid + side * 0.04))
     objects.sort(key=lambda o: o[0])
-    for s, kind, u in objects:
-        if kind in ("car", "bus", "truck"):
-            _draw_vehicle(canvas, rng, st, kind, s, u)
-        elif kind == "pole":
-            _draw_pole(canvas, rng, st, s, u)
-        elif kind == "person":
-            _draw_person(canvas, rng, st, s, u)
-        else:
-            _draw_tree(canvas, rng, st, s, u)
+    return objects
 
-    # the crop of the picture out of the whole view (all of it at zoom 1)
+
+def _framed(canvas: _Canvas, rng: np.random.Generator, view: tuple[int, int], out: tuple[int, int]) -> Scene:
+    """The picture cropped out of the whole view (all of it at zoom 1), sometimes with the ego
+    vehicle's bonnet at the bottom as in Cityscapes frames; its fine and coarse labels."""
+    (height, width), (out_h, out_w) = view, out
     left, top = (width - out_w) // 2, (height - out_h) // 2
-    if rng.random() < 0.3:  # the ego vehicle's bonnet, at the bottom of the picture as in Cityscapes frames
+    if rng.random() < 0.3:
         y = top + out_h * rng.uniform(0.88, 0.95)
         x0, x1, y1 = left, left + out_w, top + out_h
         canvas.poly([(x0 - 1, y1), (x0 - 1, y + 4), (x0 + out_w * 0.3, y), (x0 + out_w * 0.7, y), (x1, y + 4), (x1, y1)],
                     "ego vehicle", (25, 25, 28))
-
     box = (left, top, left + out_w, top + out_h)
     image = _finish_image(rng, canvas.color.crop(box))
     fine = np.asarray(canvas.label.crop(box), dtype=np.uint8).copy()

@@ -30,7 +30,7 @@ class EvaluationConfig(BaseModel):
     #: 0 = the whole split
     max_images: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: inference precision and memory layout: auto follows hmsa.models.runtime's rule
+    #: inference precision and memory layout: auto follows hmsa.runtime.device's rule
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     #: val images shown in the attention and overlay pictures

@@ -17,7 +17,7 @@ import torch
 
 from hmsa.evaluation.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from hmsa.models.heads import resize
-from hmsa.models.runtime import Runtime
+from hmsa.runtime.device import Runtime
 from hmsa.models.segmenter import require_finite
 
 #: the fusion name of a single-scale setting ([1.0]): no fusion happens

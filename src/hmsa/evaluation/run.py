@@ -19,9 +19,9 @@ from hmsa.evaluation.config import MODEL_NAMES, EvaluationConfig
 from hmsa.evaluation.grid import Setting, batches_of, evaluate_grid, predict_grid, settings_for
 from hmsa.evaluation.metrics import confusion_matrix, mean_iou
 from hmsa.evaluation.report import best_row, setting_of
-from hmsa.models.runtime import Runtime, runtime
-from hmsa.serving import model_from_bundle
-from hmsa.training import distributed
+from hmsa.runtime.device import Runtime, runtime
+from hmsa.models.bundle import model_from_bundle
+from hmsa.runtime import distributed
 from hmsa.training.data import EvalDataset, items_from_manifest
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 from kedro.pipeline import Node, Pipeline, pipeline
 
-from hmsa import tracking
-from hmsa.config import parse_block
+from hmsa.mlops import tracking
+from hmsa.project.config import parse_block
 from hmsa.pipelines._namespaces import MODELS
 from hmsa.training import run
 from hmsa.training.config import RoleConfig

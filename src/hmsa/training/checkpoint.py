@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from hmsa.fileio import atomic_path
+from hmsa.io.files import atomic_path
 
 
 class CheckpointError(ValueError):

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hmsa.models.config import ModelConfig
-from hmsa.serving import ServingLimits
+from hmsa.mlops.serving import ServingLimits
 
 
 class TrainerConfig(BaseModel):

@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from hmsa.data.ingest import KEY_COLUMNS
 from hmsa.data.labels import IGNORE_INDEX, label_set
-from hmsa.fileio import under
+from hmsa.io.files import under
 
 LABEL_FORMATS = ("label_ids", "train_ids")
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from hmsa.evaluation.metrics import confusion_matrix, mean_iou
 from hmsa.models import ModelConfig, build_model
 from hmsa.models.loss import SegmentationLoss, class_balanced_weights
-from hmsa.models.runtime import cpu_has_native_bf16, pick_device, uses_channels_last
+from hmsa.runtime.device import cpu_has_native_bf16, pick_device, uses_channels_last
 from hmsa.training import checkpoint
 from hmsa.training.config import TrainerConfig
 
@@ -102,7 +102,7 @@ def recomputes_loss(cfg: TrainerConfig, device: torch.device) -> bool:
 
 
 def for_device(model: torch.nn.Module, cfg: TrainerConfig, device: torch.device, world: int) -> torch.nn.Module:
-    """The device's settings: channels-last memory by ``hmsa.models.runtime``'s rule (CUDA, or a
+    """The device's settings: channels-last memory by ``hmsa.runtime.device``'s rule (CUDA, or a
     CPU with oneDNN), and on CUDA the recipe's BatchNorm statistics synchronised across DDP
     processes (SyncBatchNorm: batch 1 per GPU) and cuDNN's autotuner (fixed crop sizes)."""
     cuda = device.type == "cuda"

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 
 from hmsa.models import ModelConfig
-from hmsa.training import checkpoint, distributed
+from hmsa.runtime import distributed
+from hmsa.training import checkpoint
 from hmsa.training.config import RoleConfig, TrainerConfig
 from hmsa.training.data import EvalDataset, Item, TrainDataset
-from hmsa.models.runtime import pick_device
+from hmsa.runtime.device import pick_device
 from hmsa.training.loop import TrainResult, fit, kept_result
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import pytest
 from kedro.io import AbstractDataset, DataCatalog
 from kedro.runner import SequentialRunner
 
-from hmsa import provenance
-from hmsa.config import ParameterError
+from hmsa.mlops import provenance
+from hmsa.project.config import ParameterError
 from hmsa.data.ingest import DataValidationError
 from hmsa.pipelines.data_ingestion import create_pipeline, nodes
 

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from hmsa.autolabel import calibration, figures, labelling, quality
 from hmsa.autolabel.config import AutoLabelConfig
-from hmsa.config import parse_block
+from hmsa.project.config import parse_block
 from hmsa.data import ingest
 from hmsa.data.labels import LabelSet, label_set
 

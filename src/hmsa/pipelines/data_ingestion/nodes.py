@@ -9,11 +9,12 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hmsa import provenance
-from hmsa.config import parse_block
-from hmsa.data import cityscapes, ingest, mapillary, report, synthetic
+from hmsa.mlops import provenance
+from hmsa.project.config import parse_block
+from hmsa.data import cityscapes, ingest, report, sources
 from hmsa.data.config import DataConfig
 from hmsa.data.labels import label_set
+from hmsa.runtime.jobs import default_workers
 
 log = logging.getLogger(__name__)
 
@@ -23,43 +24,17 @@ def _config(data: dict) -> DataConfig:
 
 
 def _workers(cfg: DataConfig) -> int:
-    return cfg.workers or ingest.default_workers()
+    return cfg.workers or default_workers()
 
 
 def prepare_raw_data(data: dict, paths: dict | None = None) -> dict[str, Any]:
-    """Generate SynthCity when it is the source (if absent or stale), or check the given root.
-
-    Returns where the raw tree is and what it is: source, root, and its DVC hash.
-    """
+    """Generate SynthCity when it is the source (if absent or stale), convert Mapillary, or
+    check the given Cityscapes root; return where the raw tree is, what it is, and its DVC hash."""
     cfg = _config(data)
     root = cfg.root(parse_block("paths", paths))
-    generated = False
-    if cfg.source == "synthetic":
-        generated = synthetic.ensure_generated(root, cfg.synthetic, _workers(cfg))
-    elif cfg.source == "mapillary":
-        try:
-            generated = mapillary.ensure_converted(Path(cfg.mapillary_root), root, cfg.mapillary, _workers(cfg))
-        except mapillary.MapillaryError as err:
-            raise ingest.DataValidationError(str(err)) from None
-    elif not root.is_dir():
-        raise ingest.DataValidationError(
-            f"data.cityscapes_root: {root} does not exist. Set it to the folder that holds "
-            "leftImg8bit/, gtFine/ and gtCoarse/ (e.g. --params data.cityscapes_root=/path/to/cityscapes, "
-            "or with --env cityscapes: export CITYSCAPES_DATASET=/path/to/cityscapes)."
-        )
-    elif not (root / cityscapes.IMAGE_DIR).is_dir():
-        raise ingest.DataValidationError(
-            f"data.cityscapes_root: {root} has no {cityscapes.IMAGE_DIR}/ folder, so it is not a "
-            "Cityscapes-layout tree. Point it (or CITYSCAPES_DATASET, with --env cityscapes) at the folder "
-            "that holds leftImg8bit/ and gtFine/."
-        )
-    return {
-        "source": cfg.source,
-        "root": str(root),
-        "labels": cfg.labels,
-        "generated": generated,
-        "dvc_md5": provenance.dvc_hash(root) if cfg.hash_raw_data else None,
-    }
+    generated = sources.prepare(cfg, root, _workers(cfg))
+    return {"source": cfg.source, "root": str(root), "labels": cfg.labels, "generated": generated,
+            "dvc_md5": provenance.dvc_hash(root) if cfg.hash_raw_data else None}
 
 
 def ingest_raw_data(
@@ -93,26 +68,5 @@ def plot_class_frequency(class_frequency: pd.DataFrame) -> Figure:
 def ingestion_metrics(
     image_manifest: pd.DataFrame, skipped_files: pd.DataFrame, class_frequency: pd.DataFrame
 ) -> tuple[dict, dict]:
-    """The headline for DVC's metrics file (images per split, skipped files), and for MLflow
-    those figures with each split's labelled fraction and class shares (the whole table is
-    class_frequency.csv)."""
-    images = image_manifest.groupby("split")["image_id"].nunique()
-    labelled = image_manifest.groupby(["split", "label_kind"])["labelled_fraction"].mean()
-    headline = {"images": {split: int(n) for split, n in images.items()}, "skipped_files": int(len(skipped_files))}
-    share = {
-        f"{split}_{kind}": dict(zip(group["class_name"], group["share"].round(6)))
-        for (split, kind), group in class_frequency.groupby(["split", "label_kind"])
-    }
-    every = {**headline, "labelled_fraction": {f"{s}_{k}": round(float(v), 6) for (s, k), v in labelled.items()},
-             "class_share": share}
-    flat: dict[str, dict[str, float]] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                walk(f"{prefix}/{key}" if prefix else str(key), sub)
-        else:
-            flat[prefix.replace(" ", "_")] = {"value": float(value), "step": 0}
-
-    walk("", every)
-    return headline, flat
+    """The headline for DVC's metrics file, and every figure for MLflow."""
+    return report.ingestion_metrics(image_manifest, skipped_files, class_frequency)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hmsa.config import parse_block
+from hmsa.project.config import parse_block
 from hmsa.data.labels import label_set
 from hmsa.evaluation import report as tables
 from hmsa.evaluation import run
@@ -78,6 +78,5 @@ def set_champions(params: dict, results: pd.DataFrame, **registries: dict | None
     if not versions:
         log.info("evaluation: no registered model versions (MLflow off): no %s alias set", cfg.champion_alias)
         return {}
-    from hmsa import tracking
-
+    from hmsa.mlops import tracking
     return tracking.crown(versions, cfg.champion_alias)

@@ -1,4 +1,4 @@
-"""A picture of the five pipelines and what flows between them: ``python -m hmsa.pipeline_picture [out.png]``.
+"""A picture of the five pipelines and what flows between them: ``python -m hmsa.commands.pipeline_picture [out.png]``.
 
 Drawn from the registered Kedro pipelines themselves (so it cannot drift from the code):
 one column per stage, listing its nodes, and an arrow for each stage that reads another's
@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-from hmsa.fileio import atomic_path
+from hmsa.io.files import atomic_path
 
 DEFAULT_OUT = Path("docs/pipeline.png")
 

@@ -60,7 +60,7 @@ def tracking_uri(project: Path | str | None = None, env: str | None = None, key:
 
     ``hmsa predict``, the notebook and ``kedro mlflow ui`` read it this way, as kedro-mlflow does.
     """
-    from hmsa.config import project_conf
+    from hmsa.project.config import project_conf
 
     root = project_root(project)
     if root is None:
@@ -107,7 +107,7 @@ def parent_store(uri: str, project_path: Path | str, parent: Path | str, experim
 def champion_uri(project: Path | str | None = None, env: str | None = None) -> str:
     """``models:/<the student's registered name>@<champion alias>`` of the project's
     environment ``env`` (each environment registers its models under its own names)."""
-    from hmsa.config import project_conf
+    from hmsa.project.config import project_conf
 
     root = project_root(project)
     params = project_conf("parameters", root, env) if root else {}
@@ -301,7 +301,7 @@ def load_segmenter(model_uri: str):
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    from hmsa.serving import ModelMismatchError, model_from_bundle
+    from hmsa.models.bundle import ModelMismatchError, model_from_bundle
 
     store = without_credentials(mlflow.get_tracking_uri())
     try:
@@ -327,7 +327,7 @@ def load_segmenter(model_uri: str):
 
 def signature() -> ModelSignature:
     """trainId label maps out; scales, flip and fusion as parameters (the input, RGB 0..255
-    (N, H, W, 3), is checked by ``hmsa.serving.as_uint8_images``)."""
+    (N, H, W, 3), is checked by ``hmsa.mlops.serving.as_uint8_images``)."""
     # no input schema: MLflow would cast the JSON to it, turning floats in [0, 1] into a black
     # uint8 image before the model could refuse them; the model checks dtype and range itself
     return ModelSignature(
@@ -344,7 +344,7 @@ def signature() -> ModelSignature:
 def log_and_register(bundle: dict, registered_name: str, pip_requirements: list[str],
                      limits: dict | None = None) -> dict | None:
     """Log ``bundle`` as a pyfunc model in the active run, register it, alias it ``newest``.
-    ``limits``: the served model's ``hmsa.serving.ServingLimits``, as its model_config.
+    ``limits``: the served model's ``hmsa.mlops.serving.ServingLimits``, as its model_config.
 
     Returns ``{"model_uri", "registered_model", "version", "alias"}``, or None when no run is
     active (tracking disabled, or a non-zero rank under torchrun).

@@ -1,4 +1,4 @@
-"""The paper's three claims, measured over several seeds: ``python -m hmsa.claims`` (``make claims``).
+"""The paper's three claims, measured over several seeds: ``python -m hmsa.commands.claims`` (``make claims``).
 
 Runs the Kedro environment ``claims`` (conf/claims: longer training, every baseline): the
 whole chain while there is no teacher yet, then per seed student training and evaluation
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hmsa.fileio import atomic_path
+from hmsa.io.files import atomic_path
 
 MS = "0.5-1.0-2.0"
 
@@ -137,7 +137,7 @@ TEACHER_SECTIONS = ("data", "teacher", "auto_labeling")
 
 def _config(env: str, key: str) -> dict:
     """The environment's merged configuration ``key``, as ``kedro run --env env`` reads it."""
-    from hmsa.config import project_conf
+    from hmsa.project.config import project_conf
 
     return project_conf(key, ".", env)
 
@@ -165,7 +165,7 @@ def fingerprint(env: str, sections: tuple[str, ...] | None = None, exclude: tupl
     params = {name: value for name, value in params.items() if name not in exclude}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     digest.update(f"generator {GENERATOR_VERSION}".encode())
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the hmsa package
     for path in sorted(package.rglob("*.py")):
         if path == Path(__file__).resolve() or path.relative_to(package).parts[0] == "bench":
             continue
@@ -193,9 +193,51 @@ def _kedro(args: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
+def _run_seed(env: str, seed: int, rerun: bool, data_dir: Path, out: Path, timings: dict,
+              setups: tuple[str, str, str]) -> None:
+    """One seed's chain (the teacher and auto-labels only when their setup changed), its table
+    copied to ``out``; ``timings`` updated and written."""
+    setup, teacher_setup, training_setup = setups
+    results = data_dir / "08_reporting" / "evaluation_results.csv"
+    kept = timings.get(str(seed), {}).get("fingerprint") == setup
+    if (out / f"seed_{seed}.csv").is_file() and kept and not rerun:
+        print(f"seed {seed}: kept from an earlier run ({out / f'seed_{seed}.csv'})", flush=True)
+        return
+    if (out / f"seed_{seed}.csv").is_file() and not kept:
+        print(f"seed {seed}: its table came from another setup (parameters, generator or code): "
+              "running it again", flush=True)
+    start = time.perf_counter()
+    whole = (not (data_dir / "06_models" / "teacher.pt").is_file()
+             or timings.get("teacher", {}).get("fingerprint") != teacher_setup)
+    if not whole:
+        print(f"seed {seed}: the teacher and its auto-labels are kept (their setup is unchanged)", flush=True)
+    resumed = []  # the models that go on from a checkpoint: then the seconds are not a whole seed's
+    if whole:
+        teacher_dir = Path(_parameters(env)["paths"]["checkpoints"]) / "teacher"
+        fresh_checkpoints(teacher_dir, teacher_setup)
+        resumed += ["teacher"] if (teacher_dir / "last.pt").is_file() else []
+    seed_dir = data_dir / "06_models" / "checkpoints" / f"seed_{seed}"
+    fresh_checkpoints(seed_dir, training_setup)
+    resumed += sorted(path.parent.name for path in seed_dir.glob("*/last.pt"))
+    if resumed:
+        print(f"seed {seed}: resuming {', '.join(resumed)} from checkpoints of this setup; its wall time "
+              "will cover only what is left", flush=True)
+    params = f"student.trainer.seed={seed},student.trainer.checkpoint_dir={seed_dir}/student"
+    pipelines = [] if whole else ["--pipelines", "student_training,evaluation"]
+    _kedro(["--env", env, *pipelines, "--params", params])
+    with atomic_path(out / f"seed_{seed}.csv") as tmp:
+        shutil.copyfile(results, tmp)
+    timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": whole,
+                          "resumed": resumed, "fingerprint": setup}
+    if whole:
+        timings["teacher"] = {"fingerprint": teacher_setup}
+    with atomic_path(out / "timings.json") as tmp:
+        tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the seeds (unless ``--report-only``), then write and print the claims table."""
-    parser = argparse.ArgumentParser(prog="python -m hmsa.claims", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m hmsa.commands.claims", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--env", default="claims",
@@ -213,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = _data_dir(args.env)
     out = data_dir / "08_reporting" / "claims"
     out.mkdir(parents=True, exist_ok=True)
-    results = data_dir / "08_reporting" / "evaluation_results.csv"
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
     setup = fingerprint(args.env)
     teacher_setup = fingerprint(args.env, TEACHER_SECTIONS)
@@ -221,50 +262,22 @@ def main(argv: list[str] | None = None) -> int:
     training_setup = fingerprint(args.env, exclude=("evaluation",))
     if not args.report_only:
         for seed in args.seeds:
-            kept = timings.get(str(seed), {}).get("fingerprint") == setup
-            if (out / f"seed_{seed}.csv").is_file() and kept and not args.rerun:
-                print(f"seed {seed}: kept from an earlier run ({out / f'seed_{seed}.csv'})", flush=True)
-                continue
-            if (out / f"seed_{seed}.csv").is_file() and not kept:
-                print(f"seed {seed}: its table came from another setup (parameters, generator or code): "
-                      "running it again", flush=True)
-            start = time.perf_counter()
-            whole = (not (data_dir / "06_models" / "teacher.pt").is_file()
-                     or timings.get("teacher", {}).get("fingerprint") != teacher_setup)
-            if not whole:
-                print(f"seed {seed}: the teacher and its auto-labels are kept (their setup is unchanged)", flush=True)
-            resumed = []  # the models that go on from a checkpoint: then the seconds are not a whole seed's
-            if whole:
-                teacher_dir = Path(_parameters(args.env)["paths"]["checkpoints"]) / "teacher"
-                fresh_checkpoints(teacher_dir, teacher_setup)
-                resumed += ["teacher"] if (teacher_dir / "last.pt").is_file() else []
-            seed_dir = data_dir / "06_models" / "checkpoints" / f"seed_{seed}"
-            fresh_checkpoints(seed_dir, training_setup)
-            resumed += sorted(path.parent.name for path in seed_dir.glob("*/last.pt"))
-            if resumed:
-                print(f"seed {seed}: resuming {', '.join(resumed)} from checkpoints of this setup; its wall time "
-                      "will cover only what is left", flush=True)
-            params = f"student.trainer.seed={seed},student.trainer.checkpoint_dir={seed_dir}/student"
-            pipelines = [] if whole else ["--pipelines", "student_training,evaluation"]
-            _kedro(["--env", args.env, *pipelines, "--params", params])
-            with atomic_path(out / f"seed_{seed}.csv") as tmp:
-                shutil.copyfile(results, tmp)
-            timings[str(seed)] = {"seconds": round(time.perf_counter() - start, 1), "whole_chain": whole,
-                                  "resumed": resumed, "fingerprint": setup}
-            if whole:
-                timings["teacher"] = {"fingerprint": teacher_setup}
-            with atomic_path(out / "timings.json") as tmp:
-                tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
-    current = [seed for seed in args.seeds
+            _run_seed(args.env, seed, args.rerun, data_dir, out, timings, (setup, teacher_setup, training_setup))
+    return _report(args.seeds, args.env, out, timings, setup)
+
+
+def _report(seeds: list[int], env: str, out: Path, timings: dict, setup: str) -> int:
+    """Summarise the seeds whose tables come from this setup into claims.csv and claims.md."""
+    current = [seed for seed in seeds
                if (out / f"seed_{seed}.csv").is_file() and timings.get(str(seed), {}).get("fingerprint") == setup]
-    stale = [seed for seed in args.seeds if (out / f"seed_{seed}.csv").is_file() and seed not in current]
+    stale = [seed for seed in seeds if (out / f"seed_{seed}.csv").is_file() and seed not in current]
     if stale:
         print(f"left out seeds {stale}: their tables came from another setup (rerun them)", file=sys.stderr)
     tables = {seed: pd.read_csv(out / f"seed_{seed}.csv") for seed in current}
     if not tables:
         print(f"no seed results under {out}: run without --report-only first", file=sys.stderr)
         return 1
-    summary = summarise(tables, memory_ratio(args.env))
+    summary = summarise(tables, memory_ratio(env))
     with atomic_path(out / "claims.csv") as tmp:
         summary.to_csv(tmp, index=False)
     text = markdown(summary)

@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from hmsa.fileio import atomic_path
-from hmsa.data.images import MAX_IMAGE_PIXELS, ImageError, read_rgb
+from hmsa.io.files import atomic_path
+from hmsa.io.images import MAX_IMAGE_PIXELS, ImageError, read_rgb
 from hmsa.data.labels import label_set_for
 from hmsa.models.fusion import DEFAULT_MAX_SCALE as MAX_SCALE
 
@@ -59,8 +59,8 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
 def load_model(source: str, tracking_uri: str | None = None, env: str | None = None) -> torch.nn.Module:
     """A Segmenter from an MLflow model URI or a model bundle / checkpoint file. MLflow models
     come from ``tracking_uri``, else from the store ``kedro run --env env`` uses
-    (``hmsa.tracking.tracking_uri``)."""
-    from hmsa.serving import ModelMismatchError, model_from_bundle
+    (``hmsa.mlops.tracking.tracking_uri``)."""
+    from hmsa.models.bundle import ModelMismatchError, model_from_bundle
     from hmsa.training import checkpoint
 
     if "://" not in source and not source.startswith("models:/") and not source.startswith("runs:/"):
@@ -80,8 +80,7 @@ def load_model(source: str, tracking_uri: str | None = None, env: str | None = N
             raise PredictError(str(err)) from None
     import mlflow
 
-    from hmsa import tracking
-
+    from hmsa.mlops import tracking
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
@@ -161,7 +160,7 @@ def predict(images: Sequence[Path], model: torch.nn.Module, out: Path, scales: S
     from hmsa.evaluation.grid import batches_of
     from hmsa.models.fusion import check_scales
     from hmsa.models.segmenter import NonFiniteOutputError, require_finite
-    from hmsa.models.runtime import pick_device
+    from hmsa.runtime.device import pick_device
 
     try:
         scales = check_scales(scales, max_scale, "--max-scale")
@@ -233,7 +232,7 @@ def output_names(images: Sequence[Path]) -> list[str]:
 
 def _check_env(env: str | None) -> None:
     """``--env`` names a folder under the project's conf/ (Kedro would quietly use conf/base)."""
-    from hmsa.tracking import project_root
+    from hmsa.mlops.tracking import project_root
 
     root = project_root()
     if env and root and not (root / "conf" / env).is_dir():
@@ -284,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         images = find_images(args.inputs)
         _check_env(args.env)
         if args.model is None:
-            from hmsa.tracking import champion_uri
+            from hmsa.mlops.tracking import champion_uri
 
             args.model = champion_uri(env=args.env)
         model = load_model(args.model, args.tracking_uri, args.env)
@@ -302,19 +301,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve_doc() -> str:
-    from hmsa import serving_app
-
+    from hmsa.mlops import serving_app
     return serving_app.__doc__
 
 
 def _serve(args) -> int:
     """``hmsa serve``: the model is checked (it exists, it loads) before the server starts."""
-    from hmsa import serving_app
-
+    from hmsa.mlops import serving_app
     try:
         _check_env(args.env)
         if args.model is None:
-            from hmsa.tracking import champion_uri
+            from hmsa.mlops.tracking import champion_uri
 
             args.model = champion_uri(env=args.env)
         if not args.model.startswith(("models:/", "runs:/")) and "://" not in args.model:

@@ -18,7 +18,7 @@ from kedro_datasets import matplotlib as kd_matplotlib
 from kedro_datasets import pandas as kd_pandas
 from PIL import Image
 
-from hmsa.fileio import disk_full, replace_folder, temp_name
+from hmsa.io.files import disk_full, replace_folder, temp_name
 from hmsa.training import checkpoint
 
 

@@ -7,6 +7,6 @@ shared store never unpickles code.
 
 import mlflow
 
-from hmsa.serving import SegmenterPyfunc
+from hmsa.mlops.serving import SegmenterPyfunc
 
 mlflow.models.set_model(SegmenterPyfunc())

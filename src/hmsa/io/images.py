@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hmsa.fileio import atomic_path
+from hmsa.io.files import atomic_path
 
 if TYPE_CHECKING:
     import torch

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from hmsa.evaluation.grid import Setting, evaluate_grid, predict_grid
-from hmsa.models import runtime as rt_mod
-from hmsa.models.runtime import Runtime, inference_dtype, runtime, uses_channels_last
+from hmsa.runtime import device as rt_mod
+from hmsa.runtime.device import Runtime, inference_dtype, runtime, uses_channels_last
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)  # device objects only: nothing moves to CUDA
 

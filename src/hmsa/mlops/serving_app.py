@@ -3,7 +3,7 @@ request and reply formats of ``mlflow models serve``) behind a request-size limi
 
 MLflow's server reads any request body whole, then parses it, before the model can refuse
 it (a 99 MB body costs seconds and gigabytes); here a body over the limit is refused from its
-Content-Length header, before it is read. uvicorn runs ``hmsa.serving_app:app``; the model
+Content-Length header, before it is read. uvicorn runs ``hmsa.mlops.serving_app:app``; the model
 and the limit come from the environment that ``serve`` sets.
 """
 
@@ -51,7 +51,7 @@ async def _refuse(send, status: int, message: str) -> None:
 def _app():
     from mlflow.pyfunc import scoring_server
 
-    from hmsa.serving import ServingLimits
+    from hmsa.mlops.serving import ServingLimits
 
     model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_VARIABLE])
     logged = ServingLimits(**(model.model_config or {})).max_request_bytes
@@ -72,6 +72,6 @@ def serve(model_uri: str, host: str = "127.0.0.1", port: int = 5001, workers: in
     env = {**os.environ, MODEL_VARIABLE: local}
     if max_request_bytes:
         env[LIMIT_VARIABLE] = str(max_request_bytes)
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "hmsa.serving_app:_app", "--host", host, "--port", str(port),
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "hmsa.mlops.serving_app:_app", "--host", host, "--port", str(port),
            "--workers", str(workers)]
     return subprocess.call(cmd, env=env)

@@ -14,7 +14,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.framework.project import pipelines
 from kedro.io import MemoryDataset
 
-from hmsa import provenance
+from hmsa.mlops import provenance
 from hmsa.pipeline_registry import STAGES, run_name
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ class PreflightHook:
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
         """Validate the environment, every parameter block (typos, types, ranges) and the MLflow store."""
-        from hmsa.config import check_parameters, setting_source
-        from hmsa.tracking import check_store
+        from hmsa.project.config import check_parameters, setting_source
+        from hmsa.mlops.tracking import check_store
 
         conf = Path(context.project_path) / "conf"
         if context.env and not (conf / context.env).is_dir():  # Kedro would go on with conf/base alone
@@ -65,7 +65,7 @@ class PreflightHook:
         uri = (mlflow_conf.get("server") or {}).get("mlflow_tracking_uri")
         parent = os.environ.get("DVC_ROOT")  # the repository a queued or --temp `dvc exp run` came from
         if uri and parent and "MLFLOW_TRACKING_URI" not in os.environ:
-            from hmsa.tracking import parent_store
+            from hmsa.mlops.tracking import parent_store
 
             name = ((mlflow_conf.get("tracking") or {}).get("experiment") or {}).get("name") or "Default"
             moved = parent_store(str(uri), context.project_path, parent, name)
@@ -80,7 +80,7 @@ class PreflightHook:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         """Refuse a run that would write a dataset the environment does not have, or that
         reads an output of an earlier stage that was never made (with the stage that makes it)."""
-        from hmsa.datasets import AbsentDataset
+        from hmsa.project.datasets import AbsentDataset
 
         for name in sorted(pipeline.all_outputs()):
             if name in catalog and isinstance(catalog[name], AbsentDataset):
@@ -117,7 +117,7 @@ class ProvenanceHook:
         raw data's identity when this run reads an earlier ingestion's record of it."""
         if mlflow.active_run() is None:
             return
-        from hmsa.tracking import claim_run
+        from hmsa.mlops.tracking import claim_run
 
         for killed in claim_run(mlflow.active_run().info.run_id):
             log.info("MLflow run %s was left RUNNING by a process that no longer exists: marked KILLED", killed)
@@ -155,7 +155,7 @@ class ProvenanceHook:
 
 def launcher_rank() -> int:
     """This process's rank under torchrun; 0 otherwise (read where training reads it)."""
-    from hmsa.training.distributed import env_world  # torch loads when a hook runs, not on import
+    from hmsa.runtime.distributed import env_world  # torch loads when a hook runs, not on import
 
     return env_world()[0]
 

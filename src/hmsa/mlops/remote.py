@@ -1,4 +1,4 @@
-"""``python -m hmsa.remote``: can this clone use its DVC remote? (``make pull`` and ``make push`` ask first.)
+"""``python -m hmsa.mlops.remote``: can this clone use its DVC remote? (``make pull`` and ``make push`` ask first.)
 
 DVC reports an unreachable remote as missing cache files on ``dvc pull`` and as a bare
 "Connection refused" on ``dvc push``, naming neither the remote nor what to do. This check
@@ -28,7 +28,7 @@ def check(root: Path | str = ".", name: str | None = None) -> str:
     folder; otherwise a RemoteError that names the remote and says what to do."""
     from dvc.repo import Repo
 
-    from hmsa.tracking import without_credentials
+    from hmsa.mlops.tracking import without_credentials
 
     with Repo(str(root)) as repo:
         name = name or repo.config["core"].get("remote")
@@ -57,7 +57,7 @@ def check(root: Path | str = ".", name: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Check the remote; print its url, or the problem and what to do (exit status 2)."""
-    parser = argparse.ArgumentParser(prog="python -m hmsa.remote", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m hmsa.mlops.remote", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-r", "--remote", default=None, help="the remote to check (default: the default remote)")
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Command-line tools: ``hmsa predict`` / ``hmsa serve``, the claims runner, the pipeline picture."""

@@ -1,0 +1,2 @@
+"""The Kedro project around the library: hooks, catalog datasets, and the validation of
+the parameter blocks of conf/."""
