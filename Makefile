@@ -13,7 +13,7 @@ setup:
 
 run: setup  ## the whole workflow on the embedded SynthCity data set, then its mIoU table
 	$(BIN)/kedro run
-	$(BIN)/python -m hmsa.evaluation
+	$(BIN)/python -m hmsa.commands.results
 
 test: setup  ## lint, then every test (the slow end-to-end ones included), one pytest worker per core
 	$(BIN)/ruff check src tests

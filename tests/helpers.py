@@ -135,12 +135,11 @@ def mapillary_tree(root: Path, counts: dict[str, int], size: tuple[int, int] = (
     from PIL import Image
 
     from hmsa.data.labels import CITYSCAPES, MAPILLARY, MAPILLARY_UNLABELED
-    from hmsa.data.labels import TRAIN_CLASS_NAMES as CITY
     from hmsa.data.synthetic import render_scene
 
     lut = np.full(256, MAPILLARY_UNLABELED, np.uint8)
     for name, mapillary_id in _TO_MAPILLARY.items():
-        lut[CITY.index(name)] = mapillary_id
+        lut[CITYSCAPES.class_names.index(name)] = mapillary_id
     palette = np.zeros((256, 3), np.uint8)
     palette[: MAPILLARY.num_classes] = MAPILLARY.class_colors
     rng = np.random.default_rng(seed)

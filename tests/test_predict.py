@@ -174,7 +174,7 @@ def test_an_output_folder_that_cannot_be_written_is_named(model_file, photos, tm
     def refused(path):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(predict, "atomic_path", refused)  # as a read-only folder refuses (root ignores chmod)
+    monkeypatch.setattr("hmsa.io.images.atomic_path", refused)  # as a read-only folder refuses (root ignores chmod)
     out = tmp_path / "out"
     assert predict.main(["predict", str(photos), "--model", str(model_file), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from hmsa.data import labels
 
@@ -7,10 +8,17 @@ KNOWN = {0: 255, 1: 255, 6: 255, 7: 0, 8: 1, 11: 2, 17: 5, 20: 7, 21: 8, 23: 10,
 
 
 def test_nineteen_training_classes_in_order():
-    assert labels.NUM_CLASSES == 19
-    assert len(labels.TRAIN_CLASS_NAMES) == 19
-    assert labels.TRAIN_CLASS_NAMES[0] == "road" and labels.TRAIN_CLASS_NAMES[18] == "bicycle"
-    assert len(labels.TRAIN_CLASS_COLORS) == 19
+    assert labels.CITYSCAPES.num_classes == 19
+    assert labels.CITYSCAPES.class_names[0] == "road" and labels.CITYSCAPES.class_names[18] == "bicycle"
+    assert len(labels.CITYSCAPES.class_colors) == 19
+
+
+def test_every_label_has_its_stored_id_by_name_void_ones_too():
+    assert labels.CITYSCAPES.label_id("road") == 7 and labels.CITYSCAPES.label_id("ego vehicle") == 1
+    assert labels.CITYSCAPES.label_id("license plate") == 255  # -1 in the official table, as 8-bit PNGs store it
+    assert labels.MAPILLARY.label_id("unlabeled") == 65
+    with pytest.raises(ValueError, match="'lamp post' is not a label of the cityscapes label set"):
+        labels.CITYSCAPES.label_id("lamp post")
 
 
 def test_label_ids_map_to_train_ids():
@@ -35,12 +43,12 @@ def test_unknown_label_ids_lists_only_ids_outside_the_table():
 
 
 def test_lookup_tables_are_read_only():
-    assert not labels.ID_TO_TRAIN_ID.flags.writeable
+    assert not labels.CITYSCAPES.to_train.flags.writeable and not labels.CITYSCAPES.to_label.flags.writeable
     assert not labels.CITYSCAPES.palette.flags.writeable
 
 
 def test_palette_is_built_once_and_colours_each_train_id():
     palette = labels.CITYSCAPES.palette
     assert palette is labels.CITYSCAPES.palette
-    assert [tuple(c) for c in palette[:19]] == list(labels.TRAIN_CLASS_COLORS)
+    assert [tuple(c) for c in palette[:19]] == list(labels.CITYSCAPES.class_colors)
     assert not palette[19:].any()

@@ -8,13 +8,13 @@ import pytest
 from PIL import Image
 
 from hmsa.data import synthetic
-from hmsa.data.labels import LABEL_BY_NAME, VALID_LABEL_IDS
+from hmsa.data.labels import CITYSCAPES
 from hmsa.data.synthetic import SynthCitySpec, boundary_band, clip_polygon, ensure_generated, render_scene
 
 from ..conftest import TINY_SPEC
 
 IMAGE_RE = re.compile(r"^leftImg8bit/(train|val|train_extra)/([a-z]+)/\2_\d{6}_\d{6}_leftImg8bit\.png$")
-ID = {name: LABEL_BY_NAME[name].id for name in ("pole", "traffic sign", "person", "car", "road", "sidewalk", "bus", "truck", "building")}
+ID = {name: CITYSCAPES.label_id(name) for name in ("pole", "traffic sign", "person", "car", "road", "sidewalk", "bus", "truck", "building")}
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -55,7 +55,7 @@ def test_labels_hold_label_ids_not_train_ids(tiny_tree_master):
         with Image.open(path) as img:
             assert img.mode == "L"
             values |= set(np.unique(np.asarray(img)).tolist())
-    assert values <= VALID_LABEL_IDS
+    assert values <= CITYSCAPES.valid_ids
     assert {ID["road"], ID["building"]} <= values  # 7 and 11: label ids, not trainIds 0 and 2
 
 
@@ -73,11 +73,10 @@ def test_at_least_ten_training_classes(scenes):
     present = set()
     for scene in scenes:
         present |= set(np.unique(scene.fine).tolist())
-    train_classes = {v for v in present if LABEL_BY_NAME_BY_ID[v].train_id != 255}
+    train_classes = {v for v in present if CITYSCAPES.train_ids(np.uint8(v)) != 255}
     assert len(train_classes) >= 10, sorted(train_classes)
 
 
-LABEL_BY_NAME_BY_ID = {label.id % 256: label for label in LABEL_BY_NAME.values()}
 
 
 def _row_runs(mask: np.ndarray) -> list[int]:
@@ -194,7 +193,7 @@ def test_zoom_draws_the_central_crop_of_a_view_at_twice_the_size():
         assert zoomed.image.shape == (128, 256, 3) and zoomed.fine.shape == zoomed.coarse.shape == (128, 256)
         crop = whole.fine[64:192, 128:384]
         # the ego vehicle's bonnet is drawn at the bottom of each picture, so it may differ there
-        ego = LABEL_BY_NAME["ego vehicle"].id
+        ego = CITYSCAPES.label_id("ego vehicle")
         same = (zoomed.fine == crop) | (zoomed.fine == ego) | (crop == ego)
         assert same.all(), f"scene {i}: {(~same).sum()} pixels differ"
 

@@ -11,9 +11,9 @@ from matplotlib.figure import Figure
 
 from hmsa.project.config import ParameterError
 from hmsa.data import cityscapes
-from hmsa.data.labels import CITYSCAPES, TRAIN_CLASS_NAMES
+from hmsa.data.labels import CITYSCAPES
 from hmsa.project.datasets import PngFolderDataset
-from hmsa.evaluation.__main__ import summary_table
+from hmsa.evaluation.report import summary_table
 from hmsa.models import ModelConfig, build_model
 from hmsa.pipelines.evaluation import nodes
 from tests.conftest import TINY_SPLITS
@@ -81,7 +81,7 @@ def test_metrics_for_dvc_and_mlflow(evaluated):
     assert mlflow_metrics["mIoU/student/hierarchical/0.5-1.0-2.0"] == {"value": value, "step": 0}
     assert "mIoU/student/hierarchical/0.5-1.0-2.0/flip" in mlflow_metrics
     assert all(math.isfinite(m["value"]) for m in mlflow_metrics.values())
-    assert set(per_class["class"]) <= set(TRAIN_CLASS_NAMES) and per_class["iou"].between(0, 1).all()
+    assert set(per_class["class"]) <= set(CITYSCAPES.class_names) and per_class["iou"].between(0, 1).all()
     table = summary_table(results)
     assert "hierarchical" in table and "0.5-1.0-2.0" in table
 
@@ -127,7 +127,7 @@ def test_cityscapes_format_scores_the_same_with_the_official_evaluation(evaluate
 
     best = results.loc[results["miou"].idxmax()]
     assert scores["averageScoreClasses"] == pytest.approx(best["miou"], abs=1e-9)
-    for name in TRAIN_CLASS_NAMES:
+    for name in CITYSCAPES.class_names:
         ours, theirs = best[f"iou/{name}"], scores["classScores"][name]
         assert (np.isnan(ours) and np.isnan(theirs)) or ours == pytest.approx(theirs, abs=1e-9), name
 

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from hmsa.io.files import atomic_path
-from hmsa.io.images import MAX_IMAGE_PIXELS, ImageError, read_rgb
+from hmsa.io import images as image_io
+from hmsa.io.images import MAX_IMAGE_PIXELS, ImageError
 from hmsa.data.labels import label_set_for
 from hmsa.models.fusion import DEFAULT_MAX_SCALE as MAX_SCALE
 
@@ -105,7 +104,7 @@ def read_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
     """The image as the model's input, (3, H, W) in [0, 1] (greyscale, 16-bit and RGBA
     converted; over ``max_pixels`` refused before it is decoded)."""
     try:
-        return torch.from_numpy(read_rgb(path, max_pixels, "--max-pixels")).permute(2, 0, 1).float().div(255)
+        return image_io.read_image(path, max_pixels, "--max-pixels")
     except ImageError as err:
         raise PredictError(str(err)) from None
 
@@ -123,8 +122,7 @@ def attention_picture(image: np.ndarray, attention: dict[float, np.ndarray]) -> 
 
 def _save(array: np.ndarray, path: Path) -> None:
     try:
-        with atomic_path(path) as tmp:
-            Image.fromarray(array).save(tmp, format="PNG")
+        image_io.write_png_atomic(array, path)
     except OSError as err:  # a read-only folder, a full disk: named, with what to do
         raise PredictError(f"{path}: cannot write it ({err.strerror or err}); give an --out folder you can write "
                            "to, with free space") from None

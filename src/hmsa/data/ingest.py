@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from hmsa.data.cityscapes import FileProblem, IndexEntry, TreeIndex
 from hmsa.io.images import MAX_IMAGE_PIXELS
-from hmsa.data.labels import CITYSCAPES, IGNORE_INDEX, NUM_CLASSES, LabelSet, label_set
+from hmsa.data.labels import CITYSCAPES, IGNORE_INDEX, LabelSet, label_set
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _open_image(path: Path, what: str, modes: tuple[str, ...],
     return img, None
 
 
-def class_centroids(train_ids: np.ndarray, spec: CentroidSpec, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def class_centroids(train_ids: np.ndarray, spec: CentroidSpec, num_classes: int = CITYSCAPES.num_classes) -> np.ndarray:
     """Per (tile, class) pixel count and centroid, for tiles of a ``spec.rows`` x ``spec.cols`` grid.
 
     Returns an int array of rows ``(train_id, tile, y, x, pixels)``; (tile, class) cells

@@ -2,9 +2,9 @@
 
 Two label sets: Cityscapes (below) and Mapillary Vistas v1.2 (``MAPILLARY``). A
 ``LabelSet`` holds what the workflow needs of either: class names and colours by trainId,
-and the lookup tables between the ids stored in label PNGs and trainIds. The module-level
-names (``NUM_CLASSES``, ``TRAIN_CLASS_NAMES``...) are Cityscapes' table; ids are mapped and
-coloured through a label set's methods (``CITYSCAPES.train_ids``, ``.label_ids``, ``.palette``).
+the label ids by name, and the lookup tables between the ids stored in label PNGs and
+trainIds. Code reads labels only through a label set (``CITYSCAPES.train_ids``,
+``.label_ids``, ``.palette``, ``.label_id``); the tables below are what the two are built from.
 
 Label PNGs on disk hold Cityscapes *label ids* (0..33). Training and evaluation use
 *trainIds*: 19 classes numbered 0..18, with every other label id mapped to ``IGNORE_INDEX``.
@@ -20,7 +20,6 @@ from functools import cached_property
 import numpy as np
 
 IGNORE_INDEX = 255
-NUM_CLASSES = 19
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class Label:
 
 
 # name, label id, trainId (255 = ignored in training and evaluation), colour (RGB)
-LABELS: tuple[Label, ...] = (
+_CITYSCAPES_LABELS: tuple[Label, ...] = (
     Label("unlabeled", 0, 255, (0, 0, 0)),
     Label("ego vehicle", 1, 255, (0, 0, 0)),
     Label("rectification border", 2, 255, (0, 0, 0)),
@@ -72,22 +71,22 @@ LABELS: tuple[Label, ...] = (
     Label("license plate", -1, 255, (0, 0, 142)),
 )
 
-LABEL_BY_NAME: dict[str, Label] = {label.name: label for label in LABELS}
+_LABEL_BY_NAME: dict[str, Label] = {label.name: label for label in _CITYSCAPES_LABELS}
 
 #: label id as stored in an 8-bit PNG (license plate's -1 stored as 255)
-VALID_LABEL_IDS: frozenset[int] = frozenset(label.id % 256 for label in LABELS)
+_VALID_LABEL_IDS: frozenset[int] = frozenset(label.id % 256 for label in _CITYSCAPES_LABELS)
 
 #: trainId -> class name, for the 19 training classes
-TRAIN_CLASS_NAMES: tuple[str, ...] = tuple(
+_TRAIN_CLASS_NAMES: tuple[str, ...] = tuple(
     label.name
     for label in sorted(
-        (lab for lab in LABELS if lab.train_id != IGNORE_INDEX), key=lambda lab: lab.train_id
+        (lab for lab in _CITYSCAPES_LABELS if lab.train_id != IGNORE_INDEX), key=lambda lab: lab.train_id
     )
 )
 
 #: trainId -> colour, for the 19 training classes
-TRAIN_CLASS_COLORS: tuple[tuple[int, int, int], ...] = tuple(
-    LABEL_BY_NAME[name].color for name in TRAIN_CLASS_NAMES
+_TRAIN_CLASS_COLORS: tuple[tuple[int, int, int], ...] = tuple(
+    _LABEL_BY_NAME[name].color for name in _TRAIN_CLASS_NAMES
 )
 
 
@@ -98,25 +97,25 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 def _build_id_to_train_id() -> np.ndarray:
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for label in LABELS:
+    for label in _CITYSCAPES_LABELS:
         lut[label.id % 256] = label.train_id
     return lut
 
 
 #: 256-entry lookup table: uint8 label id -> trainId (unknown ids -> ignore)
-ID_TO_TRAIN_ID: np.ndarray = _frozen(_build_id_to_train_id())
+_ID_TO_TRAIN_ID: np.ndarray = _frozen(_build_id_to_train_id())
 
 
 def _build_train_id_to_id() -> np.ndarray:
     lut = np.zeros(256, dtype=np.uint8)  # ignore -> "unlabeled" (0)
-    for label in LABELS:
+    for label in _CITYSCAPES_LABELS:
         if label.train_id != IGNORE_INDEX:
             lut[label.train_id] = label.id
     return lut
 
 
 #: 256-entry lookup table: trainId -> label id (ignore -> 0, "unlabeled")
-TRAIN_ID_TO_ID: np.ndarray = _frozen(_build_train_id_to_id())
+_TRAIN_ID_TO_ID: np.ndarray = _frozen(_build_train_id_to_id())
 
 
 # --------------------------------------------------------------------------- label sets
@@ -135,6 +134,8 @@ class LabelSet:
     valid_ids: frozenset[int]
     #: how the valid label ids read in an error message
     id_range: str
+    #: every label's id as stored in PNGs, by name (void labels too: SynthCity draws them)
+    ids_by_name: dict[str, int]
 
     @property
     def num_classes(self) -> int:
@@ -165,14 +166,22 @@ class LabelSet:
                              f"choose from {list(self.class_names)}")
         return tuple(self.class_names.index(n) for n in names)
 
+    def label_id(self, name: str) -> int:
+        """The id label PNGs store for the label ``name``."""
+        try:
+            return self.ids_by_name[name]
+        except KeyError:
+            raise ValueError(f"{name!r} is not a label of the {self.name} label set") from None
+
     def unknown_ids(self, label_ids: np.ndarray) -> list[int]:
         """The sorted label ids present in ``label_ids`` that are not in the table."""
         present = np.flatnonzero(np.bincount(np.asarray(label_ids, dtype=np.uint8).ravel(), minlength=256))
         return [int(v) for v in present if int(v) not in self.valid_ids]
 
 
-CITYSCAPES = LabelSet("cityscapes", TRAIN_CLASS_NAMES, TRAIN_CLASS_COLORS, ID_TO_TRAIN_ID, TRAIN_ID_TO_ID,
-                      VALID_LABEL_IDS, "the Cityscapes label table (0..33, 255)")
+CITYSCAPES = LabelSet("cityscapes", _TRAIN_CLASS_NAMES, _TRAIN_CLASS_COLORS, _ID_TO_TRAIN_ID, _TRAIN_ID_TO_ID,
+                      _VALID_LABEL_IDS, "the Cityscapes label table (0..33, 255)",
+                      {label.name: label.id % 256 for label in _CITYSCAPES_LABELS})
 
 # Mapillary Vistas v1.2: label PNGs hold ids 0..65 in this order; 65 is "unlabeled" (ignored).
 # The 65 others are trained and evaluated, trainId = label id (as in the HMSA authors' setup).
@@ -219,7 +228,8 @@ def _mapillary() -> LabelSet:
     to_label[:n] = np.arange(n)
     return LabelSet("mapillary", tuple(name for name, _ in MAPILLARY_CLASSES), tuple(c for _, c in MAPILLARY_CLASSES),
                     _frozen(to_train), _frozen(to_label), frozenset(range(n + 1)),
-                    "the Mapillary Vistas v1.2 table (0..65)")
+                    "the Mapillary Vistas v1.2 table (0..65)",
+                    {**{name: i for i, (name, _) in enumerate(MAPILLARY_CLASSES)}, "unlabeled": MAPILLARY_UNLABELED})
 
 
 MAPILLARY = _mapillary()

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hmsa.data import cityscapes
 from hmsa.runtime.jobs import run_jobs
-from hmsa.data.labels import LABEL_BY_NAME
+from hmsa.data.labels import CITYSCAPES
 from hmsa.io.files import is_stamped, rebuild_stamped
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 4
 STAMP_FILE = "synthcity.json"
 
-_ID = {name: LABEL_BY_NAME[name].id for name in (
+_ID = {name: CITYSCAPES.label_id(name) for name in (
     "unlabeled", "ego vehicle", "road", "sidewalk", "building", "pole",
     "traffic light", "traffic sign", "vegetation", "terrain", "sky", "person", "car",
     "truck", "bus",

@@ -112,4 +112,12 @@ def log_summary(results: pd.DataFrame) -> None:
     for model in results["model"].unique():
         row = best_row(results, model)
         log.info("evaluation: %s best mIoU %.4f (%s)", model, row["miou"], row["setting"])
-    log.info("evaluation: the whole table: python -m hmsa.evaluation (data/08_reporting/evaluation_results.csv)")
+    log.info("evaluation: the whole table: python -m hmsa.commands.results (data/08_reporting/evaluation_results.csv)")
+
+
+def summary_table(results: pd.DataFrame) -> str:
+    """mIoU in points: one row per model, fusion and flip, one column per scale set."""
+    table = results.assign(miou=results["miou"] * 100, flip=results["flip"].map({True: "flip", False: ""}))
+    pivot = table.pivot_table(index=["model", "fusion", "flip"], columns="scales", values="miou", sort=False)
+    order = sorted(pivot.columns, key=lambda s: (len(s.split("-")), s))
+    return pivot[order].to_string(float_format=lambda v: f"{v:.1f}", na_rep="-")
