@@ -103,3 +103,12 @@ def test_a_bad_value_is_named_with_the_file_that_set_it(tmp_path):
     params["teacher"] = _merge(params["teacher"], {"trainer": {"lr": "fast"}})
     with pytest.raises(ParameterError, match=r"in conf/claims/parameters_extra\.yml:\n  teacher\.trainer\.lr: "):
         check_parameters(params, setting_source(project, "claims"))
+
+
+def test_a_setting_that_moved_says_where_it_went():
+    from hmsa.project.config import parse_block
+
+    with pytest.raises(ParameterError, match=r"paths.auto_labels: moved: set the catalog's auto_labels_folder"):
+        parse_block("paths", {"auto_labels": "data/04_feature/auto_labels"})
+    with pytest.raises(ParameterError, match=r"data.synthetic_root: moved: set paths.synthcity"):
+        parse_block("data", {"synthetic_root": "elsewhere"})

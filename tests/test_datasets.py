@@ -126,3 +126,14 @@ def test_mlflow_artifact_datasets_log_the_whole_file(tmp_path):
         assert json.loads(Path(local).read_text()) == {"miou": 0.5}
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_a_folder_its_node_fills_loads_as_its_path_and_is_never_saved_whole(tmp_path):
+    from hmsa.project.datasets import FolderDataset
+
+    folder = FolderDataset(str(tmp_path / "auto_labels"))
+    assert folder.load() == str(tmp_path / "auto_labels") and not folder.exists()
+    (tmp_path / "auto_labels").mkdir()
+    assert folder.exists()
+    with pytest.raises(DatasetError, match="a folder its node writes file by file"):
+        folder.save({"a": 1})

@@ -35,17 +35,16 @@ class PathsConfig(BaseModel):
     synthcity: str = "data/01_raw/synthcity"
     #: Mapillary Vistas is converted here (data.source: mapillary)
     mapillary: str = "data/02_intermediate/mapillary"
-    #: the auto-labels' PNGs: the folder of the catalog's ``auto_labels``
-    auto_labels: str = "data/04_feature/auto_labels"
     #: training checkpoints, one folder per model (``<checkpoints>/<role>``)
     checkpoints: str = "data/06_models/checkpoints"
 
 
-#: parameters that moved to ``paths:``: an old configuration is told where they went
+#: parameters that moved: an old configuration is told where they went
 MOVED = {
-    "data.synthetic_root": "paths.synthcity",
-    "data.converted_root": "paths.mapillary",
-    "auto_labeling.output_dir": "paths.auto_labels",
+    "data.synthetic_root": "paths.synthcity (conf/base/parameters_paths.yml)",
+    "data.converted_root": "paths.mapillary (conf/base/parameters_paths.yml)",
+    "auto_labeling.output_dir": "the catalog's auto_labels_folder (conf/base/catalog.yml)",
+    "paths.auto_labels": "the catalog's auto_labels_folder (conf/base/catalog.yml)",
 }
 
 
@@ -75,7 +74,7 @@ def parse_params(model: type[Model], raw: Any, key: str, conf_file: str | None =
             where = ".".join(str(p) for p in (key, *e["loc"]))
             msg = e["msg"]
             if e["type"] == "extra_forbidden" and where in MOVED:
-                msg = f"moved: set {MOVED[where]} instead (conf/base/parameters_paths.yml)"
+                msg = f"moved: set {MOVED[where]} instead"
             elif e["type"] == "extra_forbidden":
                 msg = "unknown parameter (a typo?)"
             elif "input" in e and e["type"] not in ("missing", "value_error"):

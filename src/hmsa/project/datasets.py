@@ -138,6 +138,31 @@ class PngFolderDataset(AbstractDataset[dict, dict]):
         return {"path": str(self._path)}
 
 
+class FolderDataset(AbstractDataset[None, str]):
+    """A folder that a node fills itself, file by file, and that loads as its path.
+
+    Auto-labelling writes each PNG as soon as it is made (atomically), so that a killed run
+    keeps what it finished and a rerun labels only the rest; a Kedro save of the whole set at
+    the end could not. This entry lets the node take the folder from the catalog, where the
+    datasets that read it (``auto_labels``) name the same path."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = PurePosixPath(path)
+        self.metadata = metadata
+
+    def load(self) -> str:
+        return str(self._path)
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self._path}: a folder its node writes file by file; nothing saves it whole")
+
+    def _exists(self) -> bool:
+        return Path(self._path).is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
 class AbsentDataset(AbstractDataset[None, None]):
     """A dataset an environment does not have (Mapillary: no teacher, no auto-labels).
 

@@ -34,11 +34,11 @@ def label_thresholds(params: dict, teacher_model: dict, image_manifest: pd.DataF
 
 
 def auto_label(params: dict, teacher_model: dict, image_manifest: pd.DataFrame,
-               raw_data_info: dict[str, Any], paths: dict | None = None,
-               thresholds: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
-    """Label every coarse image of ``splits`` into ``paths.auto_labels`` (this process's share
-    under torchrun): the manifest the student reads, and where the labels are."""
-    out_dir = Path(parse_block("paths", paths).auto_labels)
+               raw_data_info: dict[str, Any], folder: str, thresholds: pd.DataFrame | None = None
+               ) -> tuple[pd.DataFrame, dict]:
+    """Label every coarse image of ``splits`` into the catalog's ``auto_labels_folder`` (this
+    process's share under torchrun): the manifest the student reads, and where the labels are."""
+    out_dir = Path(folder)
     return labelling.label_coarse_images(_config(params), teacher_model, image_manifest, raw_data_info["root"], out_dir,
                                          _labels(raw_data_info), thresholds)
 

@@ -17,7 +17,7 @@ def _pipeline() -> Pipeline:
     return Pipeline([
         Node(nodes.label_thresholds, ["params:auto_labeling", "teacher.model", "image_manifest", "raw_data_info"],
              "auto_label_thresholds", name="label_thresholds"),
-        Node(nodes.auto_label, ["params:auto_labeling", "teacher.model", "image_manifest", "raw_data_info", "params:paths",
+        Node(nodes.auto_label, ["params:auto_labeling", "teacher.model", "image_manifest", "raw_data_info", "auto_labels_folder",
                                 "auto_label_thresholds"],
              ["auto_label_manifest", "auto_labels_info"], name="auto_label"),
         Node(nodes.label_centroids, ["auto_label_manifest", "auto_labels_info", "raw_data_info", "params:data"],
