@@ -128,11 +128,13 @@ def test_mlflow_artifact_datasets_log_the_whole_file(tmp_path):
         mlflow.set_tracking_uri(None)
 
 
-def test_a_folder_its_node_fills_loads_as_its_path_and_is_never_saved_whole(tmp_path):
+def test_a_folder_its_node_fills_loads_as_its_path_and_is_never_saved_whole(tmp_path, monkeypatch):
     from hmsa.project.datasets import FolderDataset
 
-    folder = FolderDataset(str(tmp_path / "auto_labels"))
+    folder = FolderDataset(str(tmp_path / "auto_labels"))  # Kedro makes catalog paths absolute
     assert folder.load() == str(tmp_path / "auto_labels") and not folder.exists()
+    monkeypatch.chdir(tmp_path)  # the project: recorded relative to it, the same on every machine
+    assert folder.load() == "auto_labels"
     (tmp_path / "auto_labels").mkdir()
     assert folder.exists()
     with pytest.raises(DatasetError, match="a folder its node writes file by file"):

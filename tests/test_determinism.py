@@ -42,6 +42,8 @@ def test_two_runs_of_the_default_pipeline_are_identical(default_run, tmp_path):
         assert x["state_dict"].keys() == y["state_dict"].keys()
         assert all(torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"]), path
 
+    # the records DVC versions name folders relative to the project: the same on every machine
+    assert json.loads((a / "data/04_feature/auto_labels_info.json").read_text())["root"] == "data/04_feature/auto_labels"
     labels = sorted(p.relative_to(a) for p in (a / "data/04_feature/auto_labels").rglob("*.png"))
     assert labels
     for path in labels:

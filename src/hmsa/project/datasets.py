@@ -151,7 +151,14 @@ class FolderDataset(AbstractDataset[None, str]):
         self.metadata = metadata
 
     def load(self) -> str:
-        return str(self._path)
+        # Kedro hands datasets absolute paths; the folder is recorded in auto_labels_info.json,
+        # a DVC output, so it is given relative to the project (the working directory), as
+        # the parameters name it, and the record is the same on every machine
+        path = Path(self._path)
+        try:
+            return path.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            return path.as_posix()
 
     def save(self, data: None) -> None:
         raise DatasetError(f"{self._path}: a folder its node writes file by file; nothing saves it whole")
