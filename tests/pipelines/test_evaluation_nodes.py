@@ -144,3 +144,25 @@ def test_missing_baseline_names_the_parameter_to_set(inputs):
 def test_bad_parameters_name_the_key(inputs, bad, key):
     with pytest.raises(ParameterError, match=key):
         nodes.evaluate({**PARAMS, **bad}, **inputs)
+
+
+def test_the_evaluation_pipeline_runs_sliced_on_an_in_memory_catalog(inputs):
+    """As spaceflights tests its pipelines: the registered evaluation pipeline up to its report,
+    by Kedro's runner on MemoryDatasets; the models come in under their namespaces' names."""
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+
+    from hmsa.pipelines.evaluation.pipeline import create_pipeline
+
+    pipe = create_pipeline().to_nodes("evaluation_report")
+    data = {f"{name}.model": bundle for name, bundle in inputs.items() if name not in ("image_manifest", "raw_data_info")}
+    data |= {"image_manifest": inputs["image_manifest"], "raw_data_info": inputs["raw_data_info"],
+             "params:evaluation": PARAMS}
+    catalog = DataCatalog({name: MemoryDataset(value) for name, value in data.items()})
+    free = SequentialRunner().run(pipe, catalog)
+    free = {name: (value.load() if hasattr(value, "load") else value) for name, value in free.items()}
+    assert {n.name for n in pipe.nodes} == {"evaluate", "evaluation_report"}
+    metrics = free["evaluation_metrics"]
+    assert sorted(metrics) == ["best", "student", "student_explicit", "student_single", "teacher"]  # no student_human
+    assert metrics["best"]["miou"] == max(m["best_miou"] for k, m in metrics.items() if k != "best")
+    assert set(free["evaluation_per_class"]["class"]) <= set(CITYSCAPES.class_names)
