@@ -129,3 +129,26 @@ def test_each_environment_registers_its_models_under_its_own_names():
             for name in [cfg.registered_model_name, *(cfg.variant(v).registered_model_name for v in cfg.variants)]:
                 assert owners.setdefault(name, env) == env, f"{name} is registered by {owners[name]} and {env}"
     assert owners["hmsa-student"] == owners["hmsa-teacher"] == "base"  # the default names stay
+
+
+@pytest.mark.parametrize("env", ["cityscapes", "mapillary"])
+def test_the_real_data_environments_run_the_method_as_the_authors_did(env):
+    """Each switch of docs/method.md's differing rows, as the environment resolves it."""
+    from hmsa.autolabel.config import AutoLabelConfig
+    from hmsa.evaluation.config import EvaluationConfig
+    from hmsa.project.config import project_conf
+    from hmsa.training.config import RoleConfig
+    from tests.conftest import PROJECT_ROOT
+
+    params = project_conf("parameters", PROJECT_ROOT, env)
+    assert EvaluationConfig.model_validate(params["evaluation"]).fuse_above_one == "own_size"
+    student = RoleConfig.model_validate(params["student"])
+    explicit = student.variant("explicit").model
+    assert (explicit.explicit_head, explicit.explicit_channels, explicit.builds_aux_head) == ("authors", 512, False)
+    assert student.model.head == "ocr" and student.trainer.aux_weight == 0.4  # OCR's aux, as the authors' OCR
+    if env == "cityscapes":
+        labelling = AutoLabelConfig.model_validate(params["auto_labeling"])
+        assert (labelling.merge_human_coarse, labelling.union_order, labelling.fuse_above_one) == (
+            False, "union_first", "own_size")
+        assert labelling.threshold_rule == "fixed" and labelling.threshold == 0.9
+        assert labelling.keep_box is not None and labelling.union_classes == ["truck", "bus", "train"]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmsa.autolabel.refinement import (NEVER, Refinement, class_thresholds, fixed_threshold_table, hard_labels,
-                                       refine, threshold_table)
+from hmsa.autolabel.refinement import (NEVER, Refinement, box_mask, class_thresholds, fixed_threshold_table,
+                                       hard_labels, refine, teacher_labels, threshold_table)
 
 from .conftest import BUS, CAR, ROAD, TRAIN, TRUCK
 
@@ -57,6 +57,58 @@ def test_without_union_or_merge_the_human_labels_change_nothing():
     assert not Refinement().uses_human
     assert refine(labels, human, Refinement()).tolist() == [[ROAD, 255]]
     assert Refinement(union_classes=(BUS,)).uses_human and Refinement(merge_human_coarse=True).uses_human
+
+
+def test_the_union_goes_before_or_after_the_threshold():
+    # pixel:       teacher sure   | teacher unsure    | teacher sure, not a bus | unsure, no human bus
+    prediction = np.array([[BUS, CAR, CAR, ROAD]], dtype=np.uint8)
+    confidence = np.array([[0.95, 0.5, 0.95, 0.5]])
+    human = np.array([[BUS, BUS, BUS, 255]], dtype=np.uint8)
+    after = Refinement(threshold=0.9, union_classes=(BUS,))
+    before = Refinement(threshold=0.9, union_classes=(BUS,), union_first=True)
+    # threshold first: the human bus region keeps its label even where the teacher is unsure
+    assert teacher_labels(prediction, confidence, human, after).tolist() == [[BUS, BUS, BUS, 255]]
+    # union first (the authors' order): the unsure union pixel is thresholded away like any other
+    assert teacher_labels(prediction, confidence, human, before).tolist() == [[BUS, 255, BUS, 255]]
+
+
+def test_union_first_adds_only_classes_the_teacher_predicts_in_the_image():
+    prediction = np.array([[CAR, CAR, ROAD]], dtype=np.uint8)
+    confidence = np.ones((1, 3))
+    human = np.array([[TRUCK, TRUCK, 255]], dtype=np.uint8)  # the teacher predicts no truck anywhere
+    before = Refinement(threshold=0.9, union_classes=(TRUCK,), union_first=True)
+    assert teacher_labels(prediction, confidence, human, before).tolist() == [[CAR, CAR, ROAD]]
+    prediction[0, 2] = TRUCK  # now it does, elsewhere: the human truck region joins it
+    assert teacher_labels(prediction, confidence, human, before).tolist() == [[TRUCK, TRUCK, TRUCK]]
+    # a per-class threshold reads the class after the union (truck is never labelled here)
+    never_truck = Refinement(union_classes=(TRUCK,), union_first=True,
+                             class_thresholds=tuple(NEVER if c == TRUCK else 0.5 for c in range(19)))
+    assert teacher_labels(prediction, confidence, human, never_truck).tolist() == [[255, 255, 255]]
+
+
+def test_the_keep_box_is_the_authors_ego_mask_at_any_resolution():
+    import yaml
+
+    from tests.conftest import PROJECT_ROOT
+
+    conf = yaml.safe_load((PROJECT_ROOT / "conf/cityscapes/parameters_auto_labeling.yml").read_text())["auto_labeling"]
+    box = tuple(conf["keep_box"])
+    full = box_mask((1024, 2048), box)  # the authors' drop mask: rows 15:840, columns 14:2030 kept
+    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (15, 840, 14, 2030)
+    assert full.sum() == (840 - 15) * (2030 - 14)
+    quarter = box_mask((256, 512), box)  # the same part of the image, edges rounded to the nearest pixel
+    rows, cols = np.flatnonzero(quarter.any(axis=1)), np.flatnonzero(quarter.any(axis=0))
+    assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (4, 210, 4, 508)
+    out = refine(np.zeros((256, 512), dtype=np.uint8), None, Refinement(keep_box=box))
+    assert (out[~quarter] == 255).all() and (out[quarter] == 0).all()
+    assert out[-1].tolist() == [255] * 512  # the bonnet at the bottom: ignored
+
+
+@pytest.mark.parametrize("box", [(0.5, 0.4, 0.0, 1.0), (0.0, 1.2, 0.0, 1.0), (-0.1, 1.0, 0.0, 1.0)])
+def test_a_keep_box_that_is_not_inside_the_image_is_refused(box):
+    with pytest.raises(ValueError, match=r"auto_labeling\.keep_box must be \[top, bottom, left, right\]"):
+        Refinement(keep_box=box)
 
 
 def test_border_becomes_ignore():

@@ -84,3 +84,53 @@ def test_unknown_rule_and_missing_attention():
         fusion.fuse("median", [ScaleOutput(1.0, const(1.0, 2))], (2, 2))
     with pytest.raises(ValueError, match="needs attention"):
         fusion.hierarchical([ScaleOutput(1.0, const(1.0, 2)), ScaleOutput(0.5, const(1.0, 1))], (2, 2))
+
+
+def _authors_recurrence(outputs, size):
+    """The authors' n-scale recurrence written out independently: every scale's logits and
+    attention upsampled to its own input size; from the highest scale down, a scale >= 1
+    blends at its own size (the running result resized to it), a scale < 1 blends at the
+    running result's size."""
+    import torch.nn.functional as F
+
+    def up(x, hw):
+        return x if tuple(x.shape[-2:]) == hw else F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+
+    pred = None
+    for s in sorted(outputs, reverse=True):
+        logits, attn = outputs[s]
+        own = (round(size[0] * s), round(size[1] * s))
+        logits = up(logits, own)
+        if pred is None:
+            pred = logits
+            continue
+        attn = up(attn, own)
+        if s >= 1.0:
+            pred = attn * logits + (1 - attn) * up(pred, own)
+        else:
+            here = tuple(pred.shape[-2:])
+            pred = up(attn * logits, here) + (1 - up(attn, here)) * pred
+    return pred
+
+
+@pytest.mark.parametrize("scales", [(0.5, 1.0, 2.0), (0.5, 1.0, 1.5, 2.0), (1.0, 1.5)])
+def test_fusion_at_the_scales_own_size_is_the_authors_recurrence(scales):
+    torch.manual_seed(0)
+    size = (16, 24)
+    outputs = {s: (torch.randn(1, 3, *(round(d * s / 4) for d in size)), torch.rand(1, 1, *(round(d * s / 4) for d in size)))
+               for s in scales}
+    items = [ScaleOutput(s, p, a) for s, (p, a) in outputs.items()]
+    own = fusion.fuse("hierarchical", items, size, above_one="own_size")
+    assert own.shape == (1, 3, *size)
+    assert torch.allclose(own, _authors_recurrence(outputs, size), atol=1e-6)
+    image = fusion.fuse("hierarchical", items, size)  # the default: scales above 1 at the image size
+    gap = (own - image).abs().max().item()
+    if scales == (0.5, 1.0, 2.0):
+        assert gap < 1e-5  # the paper's scale set: a factor-2 downsample of an upsample is the direct resize
+    else:
+        assert gap > 1e-3  # 1.5 meets another scale above 1: the two places differ
+
+
+def test_an_unknown_place_for_scales_above_one_is_refused():
+    with pytest.raises(ValueError, match="fuse_above_one: 'input' is not one of image_size, own_size"):
+        fusion.fuse("hierarchical", [ScaleOutput(1.0, const(1.0, 4), const(0.5, 4))], (4, 4), above_one="input")

@@ -221,3 +221,62 @@ def test_the_loss_skips_the_label_value_the_data_use_for_no_class():
     from hmsa.models import loss
 
     assert loss.IGNORE_INDEX == IGNORE_INDEX and SegmentationLoss().ignore_index == IGNORE_INDEX
+
+
+def test_the_authors_explicit_head_gives_unnormalised_weights_and_builds_no_aux_head(tiny_model):
+    chen, authors = tiny_model("explicit"), tiny_model("explicit", explicit_head="authors", explicit_channels=24)
+    head = authors.scale_attn_head.body
+    assert [type(m).__name__ for m in head] == ["Conv2d", "ReLU", "Conv2d"]
+    assert (head[0].kernel_size, head[0].out_channels, head[2].kernel_size) == ((3, 3), 24, (1, 1))
+    assert head[0].bias is None and head[2].bias is None
+    assert authors.aux_head is None and chen.aux_head is not None
+    assert not any(name.startswith("aux_head") for name in authors.state_dict())
+
+    torch.manual_seed(1)
+    features = [torch.randn(2, authors.seg_head.out_channels, 5, 6) for _ in range(3)]
+    raw = authors.scale_attn_head(features)
+    assert torch.equal(raw, head(torch.cat(features, dim=1)))  # the head's output is the weight, as it is
+    assert not torch.allclose(raw.sum(dim=1), torch.ones(2, 5, 6), atol=1e-3)
+    assert torch.allclose(chen.scale_attn_head(features).sum(dim=1), torch.ones(2, 5, 6), atol=1e-6)
+
+    images = torch.rand(1, 3, 64, 64)
+    outs = authors.scale_outputs(images, authors.cfg.train_scales)
+    weights = authors._scale_weights(outs)
+    fused = authors.fuse_outputs(outs, "explicit", (64, 64))[0]
+    by_hand = sum(resize(weights[:, i:i + 1], (64, 64)) * resize(outs[s]["logits"], (64, 64))
+                  for i, s in enumerate(authors.cfg.train_scales))
+    assert torch.allclose(fused, by_hand, atol=1e-5)
+    train = authors.train()(images)
+    assert train["aux"] is None
+    parts = SegmentationLoss(aux_weight=0.4, scale_weight=0.05)(train, torch.randint(0, 19, (1, 64, 64)))
+    assert "aux" not in parts
+    assert torch.allclose(parts["total"], parts["main"] + 0.05 * parts["scales"])
+
+
+def test_an_aux_weight_of_zero_builds_no_aux_head_and_its_loss_has_no_aux_term():
+    from hmsa.models import ModelConfig, build_model
+    from hmsa.training.config import RoleConfig
+
+    from .conftest import TINY
+
+    without = RoleConfig(registered_model_name="m", model=TINY, trainer={"aux_weight": 0.0})
+    with_aux = RoleConfig(registered_model_name="m", model=TINY, trainer={"aux_weight": 0.4})
+    assert (without.model.aux_head, with_aux.model.aux_head) == (False, True)
+    # the same rule when the model block arrives already validated
+    assert RoleConfig(registered_model_name="m", model=ModelConfig(**TINY), trainer={"aux_weight": 0}).model.aux_head is False
+
+    torch.manual_seed(0)
+    model = build_model(without.model).train()
+    assert model.aux_head is None and not any(k.startswith("aux_head") for k in model.state_dict())
+    torch.manual_seed(0)
+    reference = build_model(with_aux.model).train()
+    assert sum(p.numel() for p in reference.parameters()) > sum(p.numel() for p in model.parameters())
+    images, target = torch.rand(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
+    out = model(images)
+    assert out["aux"] is None
+    parts = SegmentationLoss(aux_weight=0.0, scale_weight=0.05)(out, target)
+    assert sorted(parts) == ["main", "scales", "total"]
+    assert torch.allclose(parts["total"], parts["main"] + 0.05 * parts["scales"])
+    parts["total"].backward()  # trains without the head
+    assert model.attn_head.body[0][0].weight.grad is not None
+    assert "aux" in SegmentationLoss(aux_weight=0.4)(reference(images), target)

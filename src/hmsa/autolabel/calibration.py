@@ -23,13 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def confidence_counts(model, batches, num_classes: int, scales, flip: bool,
-                      rt: Runtime | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      rt: Runtime | None = None, above_one: str = "image_size") -> tuple[np.ndarray, np.ndarray]:
     """Over labelled ``batches`` of (images, trainIds): per predicted class, the pixels at each
     8-bit confidence level (as the confidence PNGs store it), and how many of them are right."""
     total = np.zeros(num_classes * 256, dtype=np.int64)
     correct = np.zeros(num_classes * 256, dtype=np.int64)
     for images, labels in batches:
-        prediction, confidence = predict(model, images, scales, flip, rt)
+        prediction, confidence = predict(model, images, scales, flip, rt, above_one)
         truth = labels.numpy()
         valid = truth != IGNORE_INDEX
         pred = prediction[valid].astype(np.int64)
@@ -62,7 +62,7 @@ def thresholds(cfg: AutoLabelConfig, teacher_bundle: dict, image_manifest: pd.Da
     model = rt.model(load_teacher(cfg, teacher_bundle, labels))
     pairs = (EvalDataset(items)[i] for i in range(len(items)))
     total, correct = confidence_counts(model, batches_of(pairs, cfg.batch_size), labels.num_classes, cfg.scales,
-                                       cfg.flip, rt)
+                                       cfg.flip, rt, cfg.fuse_above_one)
     per_class = class_thresholds(total, correct, cfg.target_accuracy)
     log.info("per-class thresholds for %.0f%% accuracy on %d '%s' images: %s", 100 * cfg.target_accuracy, len(items),
              cfg.calibration_split, ", ".join(f"{n} {t:.2f}" for n, t in zip(names, per_class)))

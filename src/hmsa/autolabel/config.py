@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hmsa.autolabel.refinement import Refinement
+from hmsa.models.fusion import ABOVE_ONE
 from hmsa.data.labels import LABEL_SETS, LabelSet
 
 
@@ -29,7 +30,14 @@ class AutoLabelConfig(BaseModel):
     merge_human_coarse: bool = False
     #: class names of the data set's label set (checked against it in :meth:`refinement`)
     union_classes: list[str] = Field(default_factory=lambda: ["truck", "bus", "train"])
+    #: threshold_first: a human union region keeps its label where the teacher is unsure;
+    #: union_first: the authors' order (the union region is thresholded too)
+    union_order: Literal["threshold_first", "union_first"] = "threshold_first"
     border: int = Field(0, ge=0)
+    #: [top, bottom, left, right], fractions of the image: pixels outside become ignore (null: none)
+    keep_box: tuple[float, float, float, float] | None = None
+    #: where the teacher's hierarchical fusion merges scales above 1.0 (hmsa.models.fusion)
+    fuse_above_one: Literal[ABOVE_ONE] = "image_size"  # type: ignore[valid-type]
     batch_size: int = Field(4, ge=1)
     readers: int = Field(1, ge=0)
     writers: int = Field(2, ge=1)
@@ -76,4 +84,5 @@ class AutoLabelConfig(BaseModel):
             if len(per_class) != labels.num_classes:
                 raise ValueError(f"auto_label_thresholds: {len(per_class)} thresholds for the {labels.num_classes} "
                                  f"classes of the {labels.name} label set: calibrate again (node label_thresholds)")
-        return Refinement(self.threshold, self.merge_human_coarse, ids, self.border, per_class)
+        return Refinement(self.threshold, self.merge_human_coarse, ids, self.border, per_class,
+                          self.union_order == "union_first", self.keep_box)

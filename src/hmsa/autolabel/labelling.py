@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from hmsa.autolabel.config import AutoLabelConfig
-from hmsa.autolabel.refinement import Refinement, confidence_to_u8, hard_labels, refine
+from hmsa.autolabel.refinement import Refinement, confidence_to_u8, teacher_labels
 from hmsa.autolabel.teacher import load_teacher, predict, teacher_runtime
 from hmsa.io.images import read_image, write_png_atomic
 from hmsa.data.labels import LabelSet
@@ -82,7 +82,7 @@ def write_outputs(job: Job, out_dir: Path, prediction: np.ndarray, confidence: n
                              "label set (labels=...) to map their label ids to trainIds")
         with Image.open(job.human) as lab:
             human = labels.train_ids(np.asarray(lab))
-    refined = refine(hard_labels(prediction, confidence, settings.thresholds()), human, settings)
+    refined = teacher_labels(prediction, confidence, human, settings)
     paths = output_paths(out_dir, job.city, job.image_id)
     # the label file last: its presence marks the image as done
     write_png_atomic(prediction, paths["prediction"])
@@ -93,7 +93,7 @@ def write_outputs(job: Job, out_dir: Path, prediction: np.ndarray, confidence: n
 def label_images(model, jobs: list[Job], out_dir: Path, settings: Refinement, scales=(0.5, 1.0, 2.0),
                  flip: bool = False, batch_size: int = 4, readers: int = 1, writers: int = 2,
                  rank: int = 0, world: int = 1, progress: bool = True, rt: Runtime | None = None,
-                 labels: LabelSet | None = None) -> dict[str, int]:
+                 labels: LabelSet | None = None, above_one: str = "image_size") -> dict[str, int]:
     """Label this process's share of ``jobs`` (every ``world``-th from ``rank``), skipping done ones.
 
     Reading (DataLoader workers) and writing (a thread pool) overlap the teacher's compute.
@@ -107,7 +107,7 @@ def label_images(model, jobs: list[Job], out_dir: Path, settings: Refinement, sc
     with ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
         pending = []
         for images, index in tqdm(loader, desc="auto-label", unit="batch", disable=None if progress else True):
-            prediction, confidence = predict(model, images, scales, flip, rt)
+            prediction, confidence = predict(model, images, scales, flip, rt, above_one)
             for k, i in enumerate(index.tolist()):
                 pending.append(pool.submit(write_outputs, todo[i], out_dir, prediction[k], confidence[k], settings,
                                            labels))
@@ -206,16 +206,18 @@ def label_coarse_images(cfg: AutoLabelConfig, teacher_bundle: dict, image_manife
     rt = teacher_runtime(cfg)
     model = rt.model(load_teacher(cfg, teacher_bundle, labels))
     stamp = {"teacher": model_digest(model), "refinement": dataclasses.asdict(refinement),
-             "scales": sorted(cfg.scales), "flip": cfg.flip, "precision": rt.describe().rsplit(", ", 1)[1]}
+             "scales": sorted(cfg.scales), "flip": cfg.flip, "precision": rt.describe().rsplit(", ", 1)[1],
+             "fuse_above_one": cfg.fuse_above_one}
     if rank == 0:
         prepare_output(out_dir, stamp)
     _barrier(world, rt)  # rank 0 has cleared stale labels before anyone writes
     counts = label_images(model, jobs, out_dir, refinement, cfg.scales, cfg.flip, cfg.batch_size, cfg.readers,
-                          cfg.writers, rank, world, cfg.progress_bar, rt, labels)
+                          cfg.writers, rank, world, cfg.progress_bar, rt, labels, cfg.fuse_above_one)
     log.info("auto-labelling: %d labelled, %d already done (rank %d of %d)", counts["labelled"], counts["skipped"],
              rank, world)
     _barrier(world, rt)  # every shard is written before anyone reads the whole set
     info = {"root": str(out_dir), "teacher_source": cfg.teacher, "teacher_digest": stamp["teacher"],
             "threshold": cfg.threshold, "threshold_rule": cfg.threshold_rule, "merge_human_coarse": cfg.merge_human_coarse,
-            "union_classes": cfg.union_classes, "border": cfg.border, "scales": cfg.scales, "flip": cfg.flip}
+            "union_classes": cfg.union_classes, "union_order": cfg.union_order, "border": cfg.border,
+            "keep_box": cfg.keep_box, "scales": cfg.scales, "flip": cfg.flip, "fuse_above_one": cfg.fuse_above_one}
     return label_manifest(rows), info

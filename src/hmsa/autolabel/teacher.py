@@ -41,12 +41,13 @@ def load_teacher(cfg: AutoLabelConfig, bundle: dict, labels: LabelSet) -> torch.
 
 
 @torch.no_grad()
-def predict(model, images: torch.Tensor, scales, flip: bool, rt: Runtime | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, images: torch.Tensor, scales, flip: bool, rt: Runtime | None = None,
+            above_one: str = "image_size") -> tuple[np.ndarray, np.ndarray]:
     """(argmax trainIds, confidence) for a batch of float images in [0, 1], run as ``rt``
-    says (default: fp32 on the model's device)."""
+    says (default: fp32 on the model's device); ``above_one`` as in ``Segmenter.predict``."""
     rt = rt or Runtime(next(model.parameters()).device)
     with rt.autocast():
-        logits = model.predict(rt.images(images), scales=scales, flip=flip)["logits"]
+        logits = model.predict(rt.images(images), scales=scales, flip=flip, above_one=above_one)["logits"]
     probs = torch.softmax(logits.float(), dim=1)
     confidence, prediction = probs.max(dim=1)
     return prediction.to(torch.uint8).cpu().numpy(), confidence.cpu().numpy()

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hmsa.models.fusion import FUSIONS, check_scales
+from hmsa.models.fusion import ABOVE_ONE, FUSIONS, check_scales
 
 #: the models the evaluation can read from the catalog: teacher, student, and the student's baselines
 MODEL_NAMES = ("teacher", "student", "student_single", "student_explicit", "student_human")
@@ -26,6 +26,8 @@ class EvaluationConfig(BaseModel):
     #: explicit-attention models, on their training scales only)
     fusions: list[Literal[FUSIONS]] = Field(default_factory=lambda: list(FUSIONS), min_length=1)  # type: ignore[valid-type]
     flip: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
+    #: where hierarchical fusion merges scales above 1.0: image_size, or own_size (the authors')
+    fuse_above_one: Literal[ABOVE_ONE] = "image_size"  # type: ignore[valid-type]
     batch_size: int = Field(2, ge=1)
     #: 0 = the whole split
     max_images: int = Field(0, ge=0)

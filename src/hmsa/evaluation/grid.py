@@ -64,25 +64,27 @@ def settings_for(model, scale_sets: Sequence[Sequence[float]], fusions: Sequence
     return list(dict.fromkeys(cells))
 
 
-def _fused(model, outs: dict[float, dict], setting: Setting, size) -> torch.Tensor:
+def _fused(model, outs: dict[float, dict], setting: Setting, size, above_one: str) -> torch.Tensor:
     if setting.fusion == SINGLE:
         return resize(outs[1.0]["logits"], size)
     order = model.check_fusion(setting.fusion, setting.scales)
-    return model.fuse_outputs({s: outs[s] for s in order}, setting.fusion, size)[0]
+    return model.fuse_outputs({s: outs[s] for s in order}, setting.fusion, size, above_one)[0]
 
 
 @torch.no_grad()
-def predict_grid(model, images: torch.Tensor, settings: Sequence[Setting]) -> dict[Setting, torch.Tensor]:
-    """Logits at the images' size for every setting, from one forward pass per scale (and flip)."""
+def predict_grid(model, images: torch.Tensor, settings: Sequence[Setting],
+                 above_one: str = "image_size") -> dict[Setting, torch.Tensor]:
+    """Logits at the images' size for every setting, from one forward pass per scale (and flip);
+    ``above_one`` as in ``hmsa.models.fusion.fuse``."""
     scales = sorted({s for cell in settings for s in cell.scales})
     outs = model.scale_outputs(images, scales)
     outs_flipped = model.scale_outputs(images.flip(-1), scales) if any(c.flip for c in settings) else None
     size = images.shape[-2:]
     result = {}
     for cell in settings:
-        logits = _fused(model, outs, cell, size)
+        logits = _fused(model, outs, cell, size, above_one)
         if cell.flip:
-            logits = (logits + _fused(model, outs_flipped, cell, size).flip(-1)) / 2
+            logits = (logits + _fused(model, outs_flipped, cell, size, above_one).flip(-1)) / 2
         result[cell] = logits
     return result
 
@@ -104,7 +106,8 @@ class GridResult:
 
 
 def evaluate_grid(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], settings: Sequence[Setting],
-                  device: torch.device | Runtime, on_batch=None, combine=None, name: str = "the model") -> GridResult:
+                  device: torch.device | Runtime, on_batch=None, combine=None, name: str = "the model",
+                  above_one: str = "image_size") -> GridResult:
     """Accumulate a confusion matrix per setting over ``batches`` of (images, trainId labels).
 
     ``combine``, when given, is applied to the stacked matrices at the end: with each process
@@ -119,7 +122,7 @@ def evaluate_grid(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], s
     for images, labels in batches:
         images, labels = rt.images(images), labels.to(device)
         with rt.autocast():
-            grid = predict_grid(model, images, settings)
+            grid = predict_grid(model, images, settings, above_one)
         for cell, logits in grid.items():
             logits = logits.float()
             require_finite(logits, f"{name}, evaluated at {cell.name}")

@@ -77,9 +77,9 @@ def _model(name: str, bundles: dict[str, dict], rt: Runtime):
     return rt.model(model_from_bundle(bundles[name], f"model {name!r}"))
 
 
-def _predict(model, rt: Runtime, images: torch.Tensor, setting: Setting) -> torch.Tensor:
+def _predict(model, rt: Runtime, images: torch.Tensor, setting: Setting, above_one: str) -> torch.Tensor:
     with rt.autocast():
-        return predict_grid(model, rt.images(images), [setting])[setting].float()
+        return predict_grid(model, rt.images(images), [setting], above_one)[setting].float()
 
 
 def evaluate_models(cfg: EvaluationConfig, bundles: dict[str, dict], items: list,
@@ -101,7 +101,8 @@ def evaluate_models(cfg: EvaluationConfig, bundles: dict[str, dict], items: list
         settings = settings_for(model, cfg.scale_sets, cfg.fusions, cfg.flip)
         bar = tqdm(total=len(share), desc=f"evaluating {name}", unit="img", disable=not cfg.progress_bar)
         result = evaluate_grid(model, batches_of(_pairs(share), cfg.batch_size), settings, rt, bar.update,
-                               combine=distributed.sum_over_ranks, name=f"model {name!r}")
+                               combine=distributed.sum_over_ranks, name=f"model {name!r}",
+                               above_one=cfg.fuse_above_one)
         bar.close()
         for setting in settings:
             scores = result.scores(setting)
@@ -126,9 +127,9 @@ def prediction_pictures(cfg: EvaluationConfig, results: pd.DataFrame, bundles: d
     images = torch.stack([p[0] for p in pairs])
     shown = [(img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for img in images]
     rt = _runtime(cfg)
-    attention_fig = _attention_figure(results, bundles, rt, images, shown, labels)
+    attention_fig = _attention_figure(results, bundles, rt, images, shown, labels, cfg.fuse_above_one)
     best = best_row(results)
-    logits = _predict(_model(best["model"], bundles, rt), rt, images, setting_of(best))
+    logits = _predict(_model(best["model"], bundles, rt), rt, images, setting_of(best), cfg.fuse_above_one)
     preds = logits.argmax(1).cpu().numpy().astype(np.uint8)
     truths = [p[1].numpy().astype(np.uint8) for p in pairs]
     overlay_fig = pictures.overlays(shown, truths, list(preds), f"{best['model']}, {best['setting']}",
@@ -137,7 +138,7 @@ def prediction_pictures(cfg: EvaluationConfig, results: pd.DataFrame, bundles: d
 
 
 def _attention_figure(results: pd.DataFrame, bundles: dict[str, dict], rt: Runtime, images: torch.Tensor,
-                      shown: list[np.ndarray], labels: LabelSet) -> Figure:
+                      shown: list[np.ndarray], labels: LabelSet, above_one: str) -> Figure:
     hier = results[results["fusion"] == "hierarchical"]
     if hier.empty:
         return pictures.attention(shown, [np.zeros(i.shape[:2], np.uint8) for i in shown],
@@ -147,7 +148,7 @@ def _attention_figure(results: pd.DataFrame, bundles: dict[str, dict], rt: Runti
     model = _model(row["model"], bundles, rt)
     setting = setting_of(row)
     with rt.autocast():
-        out = model.predict(rt.images(images), setting.scales, setting.flip, "hierarchical")
+        out = model.predict(rt.images(images), setting.scales, setting.flip, "hierarchical", above_one)
     preds = out["logits"].argmax(1).cpu().numpy().astype(np.uint8)
     attn = [{s: a[i, 0].float().cpu().numpy() for s, a in out["attention"].items()} for i in range(len(shown))]
     return pictures.attention(shown, list(preds), attn, f"{row['model']}, {row['setting']}", labels.palette)
@@ -169,7 +170,7 @@ def cityscapes_predictions(cfg: EvaluationConfig, results: pd.DataFrame, bundles
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     bar = tqdm(total=len(items), desc="Cityscapes-format predictions", unit="img", disable=not cfg.progress_bar)
     for images, truth in batches_of(_pairs(items), cfg.batch_size):
-        pred = _predict(model, rt, images, setting).argmax(1).cpu()
+        pred = _predict(model, rt, images, setting, cfg.fuse_above_one).argmax(1).cpu()
         cm += confusion_matrix(pred, truth, num_classes)
         for p in pred.numpy().astype(np.uint8):
             out[names[len(out)]] = labels.label_ids(p)

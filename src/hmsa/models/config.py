@@ -37,6 +37,14 @@ class ModelConfig(BaseModel):
     attn_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     lo_scale: float = Field(0.5, gt=0.0, lt=1.0)
     explicit_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    #: chen: softmax weights over the scales (Chen et al.); authors: unnormalised weights, no
+    #: auxiliary head (the HMSA authors' explicit baseline)
+    explicit_head: Literal["chen", "authors"] = "chen"
+    #: width of the explicit-attention head; null: attn_channels (the authors' is 512)
+    explicit_channels: int | None = Field(None, ge=8)
+    #: the DeepLabV3+ auxiliary head on the trunk's last features; false builds none (the
+    #: authors' DeepLabV3+ model). A role's trainer.aux_weight of 0 sets it false
+    aux_head: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -49,6 +57,13 @@ class ModelConfig(BaseModel):
         if 1.0 not in self.explicit_scales or min(self.explicit_scales) <= 0:
             raise ValueError(f"model.explicit_scales must be positive and contain 1.0, got {self.explicit_scales}")
         return self
+
+    @property
+    def builds_aux_head(self) -> bool:
+        """Whether the model has a DeepLabV3+ auxiliary head: OCR's soft object regions take its
+        place, and the authors' explicit baseline and ``aux_head: false`` have none."""
+        authors_explicit = self.kind == "explicit" and self.explicit_head == "authors"
+        return self.head == "deeplabv3plus" and self.aux_head and not authors_explicit
 
     @property
     def val_scales(self) -> tuple[float, ...]:

@@ -1,13 +1,17 @@
-"""Every rule for merging predictions made at several scales (HMSA.md sections 3-5).
+"""Every rule for merging predictions made at several scales (the paper, sections 3-5).
 
 Every rule takes each scale's outputs at the network's output stride and returns logits at
-``size``, the input size of the 1.0 scale (the image size). As section 2 says, a scale's
-logits and attention are first upsampled to that scale's own input size: a scale below 1.0
-forms ``a * p`` there and then upsamples it; a scale above 1.0 is resized straight to
-``size`` (its own input size and back again, without the large intermediate tensor). Fusing
-at the image size, not at the output stride of the 1.0 scale, keeps what the larger scales
-see: a pole two pixels wide that only the 2.0 pass resolves survives the fusion. Every rule
-gets the same treatment, so comparisons between them stay fair.
+``size``, the input size of the 1.0 scale (the image size). A scale's logits and attention
+are first upsampled to that scale's own input size: a scale below 1.0 forms ``a * p`` there
+and then upsamples it. A scale above 1.0 is, by default (``above_one="image_size"``),
+resized straight to ``size`` (its own input size and back again, without the large
+intermediate tensor); ``above_one="own_size"`` fuses it at its own input size and then
+downsamples, as the authors' ``nscale_forward`` does. The two agree on the paper's scale sets
+([0.5, 1, 2]: a factor-2 bilinear downsample of a bilinear upsample is the direct resize) and
+differ slightly where two scales above 1 meet (1.5 and 2.0). Fusing at the image size, not at
+the output stride of the 1.0 scale, keeps what the larger scales see: a pole two pixels wide
+that only the 2.0 pass resolves survives the fusion. Every rule gets the same treatment, so
+comparisons between them stay fair.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import torch
 from hmsa.models.heads import resize, scaled_size
 
 FUSIONS = ("hierarchical", "average", "max", "explicit")
+#: where hierarchical fusion merges a scale above 1.0: at the image size, or at its own size
+ABOVE_ONE = ("image_size", "own_size")
 
 
 @dataclass
@@ -45,7 +51,7 @@ class Fused:
     weights: torch.Tensor | None = None
 
     def logits(self) -> torch.Tensor:
-        """The fused logits at ``size``."""
+        """The fused logits at ``size`` (training fuses scales up to 1.0: ``above_one`` is moot)."""
         return fuse(self.rule, self.outputs, self.size, self.weights)
 
 
@@ -81,27 +87,30 @@ def _reference(outputs: Sequence[ScaleOutput]) -> ScaleOutput:
     return next(o for o in outputs if o.scale == 1.0)
 
 
-def _own_size(scale: float, size: Sequence[int]) -> tuple[int, int]:
-    """Where a scale's outputs are fused: its own input size, capped at ``size``."""
-    return scaled_size(size, min(scale, 1.0))
+def _own_size(scale: float, size: Sequence[int], above_one: str = "image_size") -> tuple[int, int]:
+    """Where a scale's outputs are fused: its own input size, capped at ``size`` unless
+    ``above_one`` is ``own_size``."""
+    if above_one not in ABOVE_ONE:
+        raise ValueError(f"fuse_above_one: {above_one!r} is not one of {', '.join(ABOVE_ONE)}")
+    return scaled_size(size, scale if above_one == "own_size" else min(scale, 1.0))
 
 
-def hierarchical(outputs: Sequence[ScaleOutput], size: Sequence[int]) -> torch.Tensor:
+def hierarchical(outputs: Sequence[ScaleOutput], size: Sequence[int], above_one: str = "image_size") -> torch.Tensor:
     """HMSA's chained pairwise attention (section 4), any number of scales, any order.
 
     From the highest scale down, the lower scale of each adjacent pair supplies the
     attention ``a`` that weighs its own prediction against the running result:
-    ``pred = a*p + (1-a)*D(pred)`` at scales >= 1 (D: resize pred to ``size``), and
-    ``pred = U(a*p) + (1-U(a))*pred`` below 1 (``a*p`` at the scale's own input size, U:
-    upsample to ``size``).
+    ``pred = a*p + (1-a)*D(pred)`` at scales >= 1 (D: resize pred to the scale's fusion
+    size, see ``_own_size``), and ``pred = U(a*p) + (1-U(a))*pred`` below 1 (``a*p`` at the
+    scale's own input size, U: upsample to ``size``).
     """
     _reference(outputs)
     order = sorted(outputs, key=lambda o: o.scale, reverse=True)
-    pred = resize(order[0].logits, _own_size(order[0].scale, size))
+    pred = resize(order[0].logits, _own_size(order[0].scale, size, above_one))
     for out in order[1:]:
         if out.attn is None:
             raise ValueError(f"hierarchical fusion needs attention at scale {out.scale}: is this an HMSA model?")
-        own = _own_size(out.scale, size)
+        own = _own_size(out.scale, size, above_one)
         p, a = resize(out.logits, own), resize(out.attn, own)
         if out.scale >= 1.0:
             pred = a * p + (1 - a) * resize(pred, own)
@@ -135,11 +144,12 @@ def explicit(outputs: Sequence[ScaleOutput], weights: torch.Tensor, size: Sequen
 
 
 def fuse(rule: str, outputs: Sequence[ScaleOutput], size: Sequence[int],
-         weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply fusion ``rule`` (one of ``FUSIONS``); logits at ``size``, the 1.0 scale's input size."""
+         weights: torch.Tensor | None = None, above_one: str = "image_size") -> torch.Tensor:
+    """Apply fusion ``rule`` (one of ``FUSIONS``); logits at ``size``, the 1.0 scale's input
+    size. ``above_one`` (``ABOVE_ONE``) says where hierarchical fusion merges scales above 1."""
     size = tuple(size)
     if rule == "hierarchical":
-        return hierarchical(outputs, size)
+        return hierarchical(outputs, size, above_one)
     if rule == "average":
         return average(outputs, size)
     if rule == "max":

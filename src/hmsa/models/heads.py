@@ -116,16 +116,28 @@ class AttentionHead(nn.Module):
 
 
 class ScaleAttentionHead(nn.Module):
-    """Explicit attention (Chen et al. 2016): N scale weights from concatenated features."""
+    """Explicit attention: N scale weights from the scales' concatenated features.
 
-    def __init__(self, cin: int, num_scales: int, channels: int = 256):
+    ``form`` chen (Chen et al. 2016): conv3x3-BN-ReLU, conv1x1, softmax over the scales, so
+    the weights sum to 1. ``form`` authors (the HMSA authors' baseline, paper section 5):
+    conv3x3-ReLU, conv1x1, both without bias, and the raw outputs used as weights."""
+
+    def __init__(self, cin: int, num_scales: int, channels: int = 256, form: str = "chen"):
         super().__init__()
+        if form not in ("chen", "authors"):
+            raise ValueError(f"model.explicit_head: {form!r} is not one of 'chen', 'authors'")
         self.num_scales = num_scales
-        self.body = nn.Sequential(conv_bn_relu(cin * num_scales, channels), nn.Conv2d(channels, num_scales, 1))
+        self.form = form
+        if form == "chen":
+            self.body = nn.Sequential(conv_bn_relu(cin * num_scales, channels), nn.Conv2d(channels, num_scales, 1))
+        else:
+            self.body = nn.Sequential(nn.Conv2d(cin * num_scales, channels, 3, padding=1, bias=False),
+                                      nn.ReLU(inplace=True), nn.Conv2d(channels, num_scales, 1, bias=False))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Softmax weights over scales, shape (B, N, h, w), from features already at one size."""
-        return torch.softmax(self.body(torch.cat(features, dim=1)), dim=1)
+        """Weights over scales, shape (B, N, h, w), from features already at one size."""
+        weights = self.body(torch.cat(features, dim=1))
+        return torch.softmax(weights, dim=1) if self.form == "chen" else weights
 
 
 def object_representations(pixels: torch.Tensor, region_logits: torch.Tensor) -> torch.Tensor:

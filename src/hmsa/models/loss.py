@@ -74,8 +74,11 @@ class SegmentationLoss(nn.Module):
 
     def forward(self, outputs: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each part of the loss and their weighted sum (``total``)."""
-        parts = {"main": self._ce(outputs["joint"], target), "aux": self._ce(outputs["aux"], target, side=True)}
-        total = parts["main"] + self.aux_weight * parts["aux"]
+        parts = {"main": self._ce(outputs["joint"], target)}
+        total = parts["main"]
+        if outputs["aux"] is not None and self.aux_weight:  # a model without an auxiliary head has no term
+            parts["aux"] = self._ce(outputs["aux"], target, side=True)
+            total = total + self.aux_weight * parts["aux"]
         if outputs["per_scale"]:
             parts["scales"] = sum(self._ce(logits, target, side=True) for logits in outputs["per_scale"].values())
             total = total + self.scale_weight * parts["scales"]

@@ -51,12 +51,14 @@ class Segmenter(nn.Module):
                 self.trunk.low_channels, self.trunk.high_channels, cfg.num_classes, cfg.aspp_channels,
                 cfg.aspp_rates, cfg.aspp_pooling, cfg.low_level_channels, cfg.decoder_channels,
             )
-            self.aux_head = AuxHead(self.trunk.high_channels, cfg.num_classes, cfg.aux_channels)
+            self.aux_head = (AuxHead(self.trunk.high_channels, cfg.num_classes, cfg.aux_channels)
+                             if cfg.builds_aux_head else None)
         self.attn_head = (
             AttentionHead(self.seg_head.out_channels, cfg.attn_channels, cfg.attn_dropout) if cfg.kind == "hmsa" else None
         )
         self.scale_attn_head = (
-            ScaleAttentionHead(self.seg_head.out_channels, len(cfg.train_scales), cfg.attn_channels)
+            ScaleAttentionHead(self.seg_head.out_channels, len(cfg.train_scales),
+                               cfg.explicit_channels or cfg.attn_channels, cfg.explicit_head)
             if cfg.kind == "explicit" else None
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -65,21 +67,25 @@ class Segmenter(nn.Module):
     # ------------------------------------------------------------------ one scale
     def run_scale(self, images: torch.Tensor, scale: float) -> dict[str, torch.Tensor | None]:
         """The network on ``images`` resized by ``scale``: logits and attention at stride 4,
-        auxiliary logits at the output stride, and the decoder features."""
+        auxiliary logits at the output stride (None without an auxiliary head), and the decoder
+        features."""
         x = resize(images, scaled_size(images.shape[-2:], scale)) if scale != 1.0 else images
         x = (x - self.mean) / self.std
         feats = self.trunk(x)
         decoded, aux = self.seg_head.decode(feats)
+        if aux is None and self.aux_head is not None:
+            aux = self.aux_head(feats["high"])
         return {
             "logits": self.seg_head(decoded),
-            "aux": aux if aux is not None else self.aux_head(feats["high"]),
+            "aux": aux,
             "attn": self.attn_head(decoded) if self.attn_head is not None else None,
             "features": decoded,
         }
 
-    def _fused(self, outs: dict[float, dict], key: str, rule: str, size, weights=None) -> torch.Tensor:
+    def _fused(self, outs: dict[float, dict], key: str, rule: str, size, weights=None,
+               above_one: str = "image_size") -> torch.Tensor:
         items = [ScaleOutput(s, o[key], o["attn"]) for s, o in outs.items()]
-        return fusion.fuse(rule, items, size, weights)
+        return fusion.fuse(rule, items, size, weights, above_one)
 
     def _scale_weights(self, outs: dict[float, dict]) -> torch.Tensor:
         size = outs[1.0]["features"].shape[-2:]
@@ -99,7 +105,7 @@ class Segmenter(nn.Module):
             rule = "hierarchical" if self.cfg.kind == "hmsa" else "explicit"
             weights = self._scale_weights(outs) if rule == "explicit" else None
             joint, aux = (Fused(rule, [ScaleOutput(s, o[key], o["attn"]) for s, o in outs.items()], size, weights)
-                          for key in ("logits", "aux"))
+                          if outs[1.0][key] is not None else None for key in ("logits", "aux"))
         return {
             "joint": joint,
             "aux": aux,
@@ -116,13 +122,13 @@ class Segmenter(nn.Module):
         """``run_scale`` for each scale: the per-scale outputs every fusion rule works from."""
         return {float(s): self.run_scale(images, s) for s in scales}
 
-    def fuse_outputs(self, outs: dict[float, dict], rule: str,
-                     size: Sequence[int]) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+    def fuse_outputs(self, outs: dict[float, dict], rule: str, size: Sequence[int],
+                     above_one: str = "image_size") -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
         """Fused logits at ``size`` (the images' size) and each scale's attention (at stride 4
-        of its scale), from ``scale_outputs``."""
+        of its scale), from ``scale_outputs``; ``above_one`` as in ``fusion.fuse``."""
         weights = self._scale_weights(outs) if rule == "explicit" else None
         attn = {s: o["attn"] for s, o in outs.items() if o["attn"] is not None}
-        return self._fused(outs, "logits", rule, size, weights), attn
+        return self._fused(outs, "logits", rule, size, weights, above_one), attn
 
     def check_fusion(self, rule: str, scales: Sequence[float]) -> tuple[float, ...]:
         """The scales to run for ``rule``; a clear error when the rule does not fit this model."""
@@ -142,23 +148,24 @@ class Segmenter(nn.Module):
             return self.cfg.train_scales
         return scales
 
-    def _predict_once(self, images: torch.Tensor, scales: tuple[float, ...], rule: str):
-        return self.fuse_outputs(self.scale_outputs(images, scales), rule, images.shape[-2:])
+    def _predict_once(self, images: torch.Tensor, scales: tuple[float, ...], rule: str, above_one: str):
+        return self.fuse_outputs(self.scale_outputs(images, scales), rule, images.shape[-2:], above_one)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
-                fusion_rule: str | None = None) -> dict:
+                fusion_rule: str | None = None, above_one: str = "image_size") -> dict:
         """Multi-scale inference: logits at the input size and each scale's attention map.
 
         ``scales`` must contain 1.0. ``flip`` also runs the mirrored image and averages
-        the fused logits. ``fusion_rule`` defaults to the model's own rule.
+        the fused logits. ``fusion_rule`` defaults to the model's own rule; ``above_one``
+        says where hierarchical fusion merges scales above 1.0 (``fusion.fuse``).
         """
         rule = fusion_rule or self.default_fusion()
         scales = self.check_fusion(rule, scales)
         size = images.shape[-2:]
-        logits, attn = self._predict_once(images, scales, rule)
+        logits, attn = self._predict_once(images, scales, rule, above_one)
         if flip:
-            flipped, attn_f = self._predict_once(images.flip(-1), scales, rule)
+            flipped, attn_f = self._predict_once(images.flip(-1), scales, rule, above_one)
             logits = (logits + flipped.flip(-1)) / 2
             attn = {s: (a + attn_f[s].flip(-1)) / 2 for s, a in attn.items()}
         return {"logits": logits, "attention": {s: resize(a, size) for s, a in attn.items()}}

@@ -98,6 +98,22 @@ class RoleConfig(BaseModel):
     #: what one request to the served model may ask for (logged with the model)
     serving: ServingLimits = Field(default_factory=ServingLimits)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_aux_head_without_weight(cls, data):
+        # trainer.aux_weight 0 means no auxiliary loss: build no head for it either (the authors'
+        # DeepLabV3+), rather than carry weights that nothing trains
+        if not isinstance(data, dict):
+            return data
+        trainer, model = data.get("trainer"), data.get("model")
+        weight = trainer.aux_weight if isinstance(trainer, TrainerConfig) else (trainer or {}).get("aux_weight", 0.4)
+        if weight == 0:
+            if isinstance(model, ModelConfig):
+                data = {**data, "model": model.model_copy(update={"aux_head": False})}
+            else:
+                data = {**data, "model": {**(model or {}), "aux_head": False}}
+        return data
+
     def variant(self, name: str) -> "RoleConfig":
         """The configuration of baseline ``name``: its own checkpoints and registered model."""
         update: dict = {
