@@ -104,8 +104,8 @@ def _check_the_chain(project, uri):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_one_writer(tmp_path):
-    """`torchrun -m hmsa`: both ranks train (DDP, gloo) and share the evaluation; rank 0 alone
-    logs and writes."""
+    """`torchrun -m hmsa`: both ranks train (DDP, gloo) and share the evaluation (the grid and the
+    Cityscapes-format export); rank 0 alone logs and writes, and the results equal one process's."""
     project = copy_project(tmp_path)
     tiny_parameters(project)
     tiny_training(project)
@@ -129,8 +129,11 @@ def test_torchrun_two_processes_one_writer(tmp_path):
     confusions = project / "data/07_model_output/evaluation_confusions.json"
     shared = json.loads(confusions.read_text())
     shared_table = pd.read_csv(project / "data/08_reporting/evaluation_results.csv")
-    assert len(list((project / "data/07_model_output/cityscapes_results").rglob("*_pred_labelIds.png"))) == 2
+    exported = project / "data/07_model_output/cityscapes_results"
+    shared_pngs = {p.relative_to(exported): p.read_bytes() for p in exported.rglob("*_pred_labelIds.png")}
+    assert len(shared_pngs) == 2  # one predicted by each rank, all written by rank 0
     run(["kedro", "run", "--pipelines", "evaluation"], project)  # one process, the whole set
+    assert shared_pngs == {p.relative_to(exported): p.read_bytes() for p in exported.rglob("*_pred_labelIds.png")}
     alone = json.loads(confusions.read_text())
     assert sorted(shared) == sorted(alone) == ["student", "teacher"]
     for model in alone:  # equal pixel counts: no image scored twice or left out

@@ -159,29 +159,36 @@ def cityscapes_predictions(cfg: EvaluationConfig, results: pd.DataFrame, bundles
     """The best model and setting's predictions in the Cityscapes results format: label-id
     PNGs (not trainIds) named ``<city>/<city>_<seq>_<frame>_pred_labelIds``, which the
     official evaluation (cityscapesscripts) matches to the ground truth by that name. The
-    pass is scored again, as a check that it predicts what the grid scored."""
+    pass is scored again, as a check that it predicts what the grid scored.
+
+    Under torchrun each process predicts every world-th image, as the grid does; rank 0
+    gathers the label maps and returns them all, the other ranks return nothing."""
     best = best_row(results)
     setting = setting_of(best)
     rt = _runtime(cfg)
+    rank, world, _ = distributed.env_world()
+    if world > 1:
+        distributed.init(rt.device.type == "cuda")
     model = _model(best["model"], bundles, rt)
-    names = [f"{r.city}/{r.image_id}_pred_labelIds" for r in rows.itertuples(index=False)]
-    out: dict[str, np.ndarray] = {}
+    names = [f"{r.city}/{r.image_id}_pred_labelIds" for r in rows.itertuples(index=False)][rank::world]
+    mine: dict[str, np.ndarray] = {}
     num_classes = model.cfg.num_classes
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    bar = tqdm(total=len(items), desc="Cityscapes-format predictions", unit="img", disable=not cfg.progress_bar)
-    for images, truth in batches_of(_pairs(items), cfg.batch_size):
-        pred = _predict(model, rt, images, setting, cfg.fuse_above_one).argmax(1).cpu()
-        cm += confusion_matrix(pred, truth, num_classes)
-        for p in pred.numpy().astype(np.uint8):
-            out[names[len(out)]] = labels.label_ids(p)
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=rt.device)
+    bar = tqdm(total=len(names), desc="Cityscapes-format predictions", unit="img", disable=not cfg.progress_bar)
+    for images, truth in batches_of(_pairs(items[rank::world]), cfg.batch_size):
+        pred = _predict(model, rt, images, setting, cfg.fuse_above_one).argmax(1)
+        cm += confusion_matrix(pred, truth.to(pred.device), num_classes)
+        for p in pred.cpu().numpy().astype(np.uint8):
+            mine[names[len(mine)]] = labels.label_ids(p)
         bar.update(len(images))
     bar.close()
-    again = mean_iou(cm.numpy())
+    again = mean_iou(distributed.sum_over_ranks(cm).cpu().numpy())
+    out = {name: array for share in distributed.gather_to_first(mine) for name, array in share.items()}
     if not math.isclose(again, float(best["miou"]), abs_tol=1e-6):
         log.warning("Cityscapes-format pass scored mIoU %.6f, the grid %.6f for %s %s", again, best["miou"],
                     best["model"], best["setting"])
-    log.info("Cityscapes-format predictions: %d label-id PNGs of %s %s (mIoU %.4f)", len(out), best["model"],
-             best["setting"], again)
+    log.info("Cityscapes-format predictions: %d label-id PNGs of %s %s (mIoU %.4f; %d predicted by rank %d of %d)",
+             len(out), best["model"], best["setting"], again, len(mine), rank, world)
     return out
 
 

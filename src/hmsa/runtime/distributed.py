@@ -48,6 +48,16 @@ def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def gather_to_first(obj) -> list:
+    """Every process's ``obj``, in rank order, on rank 0 (an empty list on the others);
+    ``[obj]`` outside a group of more than one."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    shares = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, shares, dst=0)
+    return shares or []
+
+
 def _entry(rank: int, fn: Callable, world: int, use_cuda: bool, rendezvous: str, args: tuple) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
     init(use_cuda, f"file://{rendezvous}", rank, world)

@@ -61,9 +61,8 @@ def prediction_pictures(params: dict, results: pd.DataFrame, image_manifest: pd.
 
 def cityscapes_predictions(params: dict, results: pd.DataFrame, image_manifest: pd.DataFrame,
                            raw_data_info: dict[str, Any], **models: dict | None) -> dict[str, np.ndarray]:
-    """The best model and setting's predictions as Cityscapes label-id PNGs (rank 0 alone)."""
-    if run.other_rank("the Cityscapes-format predictions"):
-        return {}
+    """The best model and setting's predictions as Cityscapes label-id PNGs: every rank predicts
+    its share, rank 0 returns (and so writes) them all."""
     cfg, bundles, rows, items, labels = _inputs(params, models, image_manifest, raw_data_info)
     return run.cityscapes_predictions(cfg, results, bundles, rows, items, labels)
 
